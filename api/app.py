@@ -1,0 +1,49 @@
+"""``create_app()``: wires the routes, the error handlers and the clients (made in the lifespan).
+
+Run with ``genq api`` or ``uvicorn --factory api.app:create_app``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+import genq
+from api.errors import install_error_handlers
+from api.routes import generate, health, jobs
+from api.waiter import JobWaiter
+from genq.celery_config import make_celery
+from genq.settings import ApiSettings, api_settings
+from genq.store import JobStore
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: ApiSettings = app.state.settings
+    redis = Redis.from_url(settings.broker_url(), decode_responses=True, health_check_interval=30)
+    store = JobStore(redis, settings.result_ttl_s)
+    waiter = JobWaiter(redis, store)
+    celery = make_celery(settings, "genq-api")
+    app.state.redis, app.state.store, app.state.waiter, app.state.celery = (
+        redis, store, waiter, celery,
+    )  # fmt: skip
+    await waiter.start()
+    try:
+        yield
+    finally:
+        await waiter.stop()
+        celery.close()
+        await redis.aclose()
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    app = FastAPI(title="genq", version=genq.__version__, lifespan=lifespan)
+    app.state.settings = settings or api_settings()
+    install_error_handlers(app)
+    app.include_router(jobs.router)
+    app.include_router(generate.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,55 @@
+"""The seed's synchronous ``POST /generate``: enqueue a job, wait for it, answer with the text."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+
+from api.deps import CeleryDep, SettingsDep, StoreDep, WaiterDep
+from api.errors import ApiError
+from api.submit import submit_job
+from genq.schemas import ErrorBody, GenerateRequest, GenerateResponse, JobStatus
+
+router = APIRouter(tags=["generate"])
+
+# A failed job's error type -> the status /generate answers with.
+_FAILED_STATUS = {"invalid_input": 422}
+
+
+@router.post(
+    "/generate",
+    responses={s: {"model": ErrorBody} for s in (409, 422, 503, 504)},
+)
+async def generate(
+    body: GenerateRequest,
+    store: StoreDep,
+    celery: CeleryDep,
+    waiter: WaiterDep,
+    settings: SettingsDep,
+) -> GenerateResponse:
+    t0 = time.perf_counter()
+    record = await submit_job(store, celery, settings, body.to_input())
+    done = await waiter.wait(record.id, settings.generate_timeout_s)
+    if done is None:
+        raise ApiError(503, "unavailable", f"job {record.id} disappeared (expired?)")
+    if done.status is JobStatus.SUCCEEDED and done.output is not None:
+        return GenerateResponse(
+            generated_text=done.output.text,
+            latency_ms=round((time.perf_counter() - t0) * 1000, 3),
+            id=done.id,
+        )
+    if done.status is JobStatus.FAILED and done.error is not None:
+        raise ApiError(
+            _FAILED_STATUS.get(done.error.type, 503),
+            done.error.type,
+            f"job {done.id} failed: {done.error.message}",
+        )
+    if done.status is JobStatus.CANCELED:
+        raise ApiError(409, "canceled", f"job {done.id} was canceled")
+    raise ApiError(
+        504,
+        "timeout",
+        f"job {done.id} is still {done.status.value} after {settings.generate_timeout_s:g} s; "
+        f"poll /v1/jobs/{done.id} for its result",
+    )

@@ -1,0 +1,139 @@
+"""The ``genq`` command: run the stack or one role of it, prepare the model, submit a job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+from genq.settings import (
+    ApiSettings,
+    CommonSettings,
+    FlowerSettings,
+    UpSettings,
+    WorkerSettings,
+)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s [%(processName)s %(name)s] %(message)s",
+    )
+
+
+def cmd_up(_: argparse.Namespace) -> int:
+    from genq import up  # noqa: PLC0415
+
+    settings = UpSettings()
+    _logging(settings.log_level)
+    return up.run(settings)
+
+
+def cmd_api(_: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415
+
+    settings = ApiSettings()
+    _logging(settings.log_level)
+    settings.broker_url()  # fail now, clearly, if no Redis is configured
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def cmd_worker(_: argparse.Namespace) -> int:
+    _logging(WorkerSettings().log_level)
+    from worker.celery_app import main  # noqa: PLC0415 - heavy deps, worker extra
+
+    main()
+    return 0
+
+
+def cmd_flower(_: argparse.Namespace) -> int:
+    settings = FlowerSettings()
+    argv = [
+        sys.executable, "-m", "celery", f"--broker={settings.broker_url()}", "flower",
+        f"--address={settings.flower_host}", f"--port={settings.flower_port}",
+    ]  # fmt: skip
+    if settings.flower_basic_auth is not None:
+        argv.append(f"--basic-auth={settings.flower_basic_auth.get_secret_value()}")
+    os.execv(sys.executable, argv)
+    return 0  # not reached
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from genq.model import default_model_dir, is_prepared, prepare_default_model  # noqa: PLC0415
+
+    settings = CommonSettings()
+    _logging(settings.log_level)
+    target = default_model_dir(settings.cache_dir)
+    if args.action == "prepare":
+        target = prepare_default_model(settings.cache_dir)
+    elif not is_prepared(target):
+        print(f"not prepared yet: run `genq model prepare` (it goes to {target})", file=sys.stderr)
+        return 1
+    print(target)
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    import httpx  # noqa: PLC0415
+
+    base = args.url.rstrip("/")
+    body: dict[str, object] = {"prompt": args.prompt}
+    if args.max_tokens is not None:
+        body["max_tokens"] = args.max_tokens
+    with httpx.Client(timeout=30) as client:
+        response = client.post(f"{base}/v1/jobs", json=body)
+        if response.status_code >= 400:
+            print(response.text, file=sys.stderr)
+            return 1
+        job = response.json()
+        while args.wait and job["status"] in ("queued", "processing"):
+            time.sleep(0.25)
+            job = client.get(job["urls"]["get"]).json()
+    print(json.dumps(job, indent=2))
+    return 0 if job["status"] != "failed" else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="genq", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="Redis (embedded unless REDIS_URL), worker, API, Flower").set_defaults(
+        fn=cmd_up
+    )
+    sub.add_parser("api", help="the HTTP API (uvicorn)").set_defaults(fn=cmd_api)
+    sub.add_parser("worker", help="a Celery worker with a warm vLLM engine").set_defaults(
+        fn=cmd_worker
+    )
+    sub.add_parser("flower", help="Flower, on the same broker").set_defaults(fn=cmd_flower)
+    model = sub.add_parser("model", help="the default model")
+    model.add_argument("action", choices=["prepare", "path"])
+    model.set_defaults(fn=cmd_model)
+    submit = sub.add_parser("submit", help="submit a prompt as a job")
+    submit.add_argument("prompt")
+    submit.add_argument("--wait", action="store_true", help="poll until the job is finished")
+    submit.add_argument("--max-tokens", type=int)
+    submit.add_argument(
+        "--url", default=os.environ.get("GENQ_URL", "http://127.0.0.1:8000"), help="API base URL"
+    )
+    submit.set_defaults(fn=cmd_submit)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

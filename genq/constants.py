@@ -1,0 +1,26 @@
+"""Every Redis key, channel, queue and task name genq uses, in one place."""
+
+from __future__ import annotations
+
+KEY_PREFIX = "genq:"
+
+# One Redis hash per job: ``genq:job:<id>`` (fields described in genq.store).
+JOB_KEY = KEY_PREFIX + "job:{job_id}"
+# Pub/sub channel on which the job id is published whenever a job reaches a terminal status.
+JOB_DONE_CHANNEL = KEY_PREFIX + "jobs:done"
+
+# Live workers: a set of names, and one short-lived key per worker refreshed by its heartbeat.
+WORKERS_SET = KEY_PREFIX + "workers"
+WORKER_KEY = KEY_PREFIX + "worker:{name}"
+
+# Celery routing.
+DEFAULT_QUEUE = "genq.generate"
+TASK_GENERATE = "genq.generate"
+
+
+def job_key(job_id: str) -> str:
+    return JOB_KEY.format(job_id=job_id)
+
+
+def worker_key(name: str) -> str:
+    return WORKER_KEY.format(name=name)

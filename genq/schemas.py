@@ -1,0 +1,246 @@
+"""The job contract: one shape per role.
+
+- ``JobCreate``   what a client POSTs to ``/v1/jobs`` (validated at the edge, unknown fields refused).
+- ``JobInput``    that request with every sampling field resolved to its default; stored and echoed.
+- ``JobPayload``  what travels on the queue to a worker (JSON only).
+- ``JobRecord``   what is stored in Redis for a job (see genq.store for the hash layout).
+- ``JobPublic``   what ``GET /v1/jobs/{id}`` returns.
+
+Sampling fields use OpenAI/vLLM names; their conversion to vLLM's ``SamplingParams`` happens in one
+place, ``worker.engine``. Nothing here imports vLLM or torch.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Bounds that keep obviously broken requests out of the queue. The model's own context length is
+# checked by the engine (a job over it fails with a readable error).
+MAX_TOKENS_LIMIT = 32_768
+MAX_STOP_SEQUENCES = 16
+MAX_MESSAGES = 256
+
+
+class JobStatus(str, Enum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class SamplingOptions(BaseModel):
+    """Sampling fields, OpenAI/vLLM names. The default is greedy decoding (temperature 0): the
+    same job gives the same text, which suits a queue that may run a job again after a crash, and
+    the default 135M model answers the seed's question right only about half the time at the
+    seed's temperature 0.7 (7 of 12 here). ``max_tokens`` defaults to the seed's 512."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int = Field(512, ge=1, le=MAX_TOKENS_LIMIT)
+    min_tokens: int = Field(0, ge=0, le=MAX_TOKENS_LIMIT)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0, description="0 considers every token")
+    stop: list[str] = Field(default_factory=list, max_length=MAX_STOP_SEQUENCES)
+    seed: int | None = None
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=2.0)
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_as_list(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_not_empty(cls, value: list[str]) -> list[str]:
+        if any(s == "" for s in value):
+            raise ValueError("stop sequences must not be empty strings")
+        return value
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> SamplingOptions:
+        if self.min_tokens > self.max_tokens:
+            raise ValueError(
+                f"min_tokens ({self.min_tokens}) must not exceed max_tokens ({self.max_tokens})"
+            )
+        return self
+
+    def sampling(self) -> SamplingOptions:
+        """Only the sampling fields, as their own model (for subclasses that add inputs)."""
+        return SamplingOptions.model_validate(self.model_dump(include=set(SamplingOptions.model_fields)))
+
+
+class JobCreate(SamplingOptions):
+    """``POST /v1/jobs``: exactly one of ``prompt`` (raw completion) or ``messages`` (the worker
+    applies the model's chat template), plus sampling fields and free ``metadata`` echoed back."""
+
+    prompt: str | None = Field(None, min_length=1)
+    messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=MAX_MESSAGES)
+    metadata: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_input(self) -> JobCreate:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' or 'messages'")
+        return self
+
+    def to_input(self) -> JobInput:
+        return JobInput(
+            prompt=self.prompt,
+            messages=self.messages,
+            sampling=self.sampling(),
+            metadata=self.metadata,
+        )
+
+
+class GenerateRequest(SamplingOptions):
+    """The seed's synchronous ``POST /generate`` body: ``{"prompt": "..."}``. The prompt is asked
+    as one user turn of a chat (the default model is an instruct model), then waited for."""
+
+    prompt: str = Field(..., min_length=1)
+
+    def to_input(self) -> JobInput:
+        return JobInput(
+            messages=[ChatMessage(role="user", content=self.prompt)], sampling=self.sampling()
+        )
+
+
+class GenerateResponse(BaseModel):
+    generated_text: str
+    latency_ms: float
+    id: str
+
+
+class JobInput(BaseModel):
+    """The request as stored and echoed: input, resolved sampling, metadata."""
+
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    sampling: SamplingOptions
+    metadata: dict[str, Any] | None = None
+
+
+class JobPayload(BaseModel):
+    """The Celery message body for ``genq.generate`` (JSON)."""
+
+    id: str
+    input: JobInput
+    created_at: float  # unix seconds, set by the API when it accepted the job
+
+
+class JobOutput(BaseModel):
+    text: str
+    finish_reason: str | None = None
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+
+
+class JobMetrics(BaseModel):
+    queue_ms: float | None = None  # accepted by the API -> picked up by a worker
+    ttft_ms: float | None = None  # handed to the engine -> first output token
+    generation_ms: float | None = None  # handed to the engine -> last output token
+    total_ms: float | None = None  # accepted by the API -> result stored
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    tokens_per_s: float | None = None  # output_tokens / generation time
+
+
+class JobRecord(BaseModel):
+    """A job as kept in Redis. Timestamps are unix seconds."""
+
+    id: str
+    status: JobStatus
+    created_at: float
+    started_at: float | None = None
+    completed_at: float | None = None
+    input: JobInput
+    output: JobOutput | None = None
+    error: JobError | None = None
+    worker: str | None = None
+    metrics: JobMetrics = Field(default_factory=JobMetrics)
+
+
+class JobUrls(BaseModel):
+    get: str
+
+
+def _utc(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+class JobPublic(BaseModel):
+    """The job object every endpoint returns."""
+
+    id: str
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    input: JobInput
+    output: JobOutput | None
+    error: JobError | None
+    worker: str | None
+    metrics: JobMetrics
+    urls: JobUrls
+
+    @classmethod
+    def from_record(cls, record: JobRecord, get_url: str) -> JobPublic:
+        return cls(
+            id=record.id,
+            status=record.status,
+            created_at=_utc(record.created_at),
+            started_at=_utc(record.started_at),
+            completed_at=_utc(record.completed_at),
+            input=record.input,
+            output=record.output,
+            error=record.error,
+            worker=record.worker,
+            metrics=record.metrics,
+            urls=JobUrls(get=get_url),
+        )
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    details: list[dict[str, Any]] | None = None
+
+
+class ErrorBody(BaseModel):
+    """The one error body every non-2xx answer carries."""
+
+    error: ErrorDetail
+
+
+class WorkerInfo(BaseModel):
+    """What a warm worker publishes about itself (refreshed by its heartbeat)."""
+
+    name: str
+    model: str
+    concurrency: int
+    ready_at: float
+    startup_s: dict[str, float]  # phase -> seconds: imports, engine, warmup, total
+    warmup_latency_ms: float
+    heartbeat_at: float

@@ -1,0 +1,83 @@
+"""Settings, one class per process role, read from ``GENQ_*`` environment variables.
+
+Nothing here connects to anything. Each role has a cached getter; tests clear it with
+``<getter>.cache_clear()`` after changing the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, RedisDsn, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from genq.constants import DEFAULT_QUEUE
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    return Path(os.environ.get(var) or Path.home() / fallback) / "genq"
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GENQ_", extra="ignore")
+
+    # Unset means: `genq up` starts an embedded Redis; the other roles refuse to start.
+    redis_url: RedisDsn | None = Field(
+        None, validation_alias=AliasChoices("GENQ_REDIS_URL", "REDIS_URL")
+    )
+    queue: str = DEFAULT_QUEUE
+    result_ttl_s: int = Field(24 * 3600, ge=60, description="how long job records are kept")
+    data_dir: Path = Field(default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share"))
+    cache_dir: Path = Field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"))
+    log_level: str = "INFO"
+
+    def broker_url(self) -> str:
+        if self.redis_url is None:
+            raise RuntimeError(
+                "no Redis configured: set REDIS_URL (or GENQ_REDIS_URL), or run `genq up`, "
+                "which starts an embedded one"
+            )
+        return str(self.redis_url)
+
+
+class ApiSettings(CommonSettings):
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    # How long the synchronous POST /generate waits for its job before answering 504.
+    generate_timeout_s: float = Field(300.0, gt=0)
+
+
+class WorkerSettings(CommonSettings):
+    # A local model directory; unset means the default SmolLM2-135M-Instruct, prepared on first use.
+    model: str | None = None
+    # Jobs one worker runs at once, all batched by one engine. Keep it >= the engine's max_num_seqs.
+    worker_concurrency: int = Field(64, ge=1, le=4096)
+    worker_name: str | None = None
+    # Any vLLM engine option, as JSON: GENQ_ENGINE_ARGS='{"max_model_len": 4096}'.
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+    warmup_prompt: str = "Warm-up: say hello."
+    warmup_max_tokens: int = Field(16, ge=1)
+    heartbeat_s: float = Field(5.0, gt=0)
+
+
+class FlowerSettings(CommonSettings):
+    flower_host: str = "127.0.0.1"
+    flower_port: int = 5555
+    flower_basic_auth: SecretStr | None = None  # "user:password[,user2:password2]"
+
+
+class UpSettings(ApiSettings, FlowerSettings):
+    """`genq up` starts every role, so it reads every role's ports."""
+
+
+@lru_cache
+def api_settings() -> ApiSettings:
+    return ApiSettings()
+
+
+@lru_cache
+def worker_settings() -> WorkerSettings:
+    return WorkerSettings()

@@ -1,0 +1,126 @@
+"""Job records in Redis, shared by the API (which creates and reads them) and the workers (which
+move them through their states).
+
+One hash per job, ``genq:job:<id>``: ``status``, ``created_at``, ``started_at``, ``completed_at``
+and ``worker`` as plain strings; ``input``, ``output``, ``error`` and ``metrics`` as JSON.
+Every status change is one Lua script, so it is atomic and checked: a job moves only from the
+states the caller names (a canceled job is never started; a finished job is never finished twice),
+and reaching a terminal state publishes the job id on ``genq:jobs:done`` in the same step.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from redis.asyncio import Redis
+
+from genq.constants import JOB_DONE_CHANNEL, job_key
+from genq.schemas import JobRecord, JobStatus
+
+_JSON_FIELDS = ("input", "output", "error", "metrics")
+_FLOAT_FIELDS = ("created_at", "started_at", "completed_at")
+
+# KEYS[1] the job hash. ARGV: allowed current statuses (space separated), new status, channel to
+# publish the job id on ('' for none), job id, TTL seconds ('' to keep), then field/value pairs.
+# Returns {1, previous status} when applied, {0, current status} when refused ('' if no such job).
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return {0, ''} end
+local allowed = false
+for s in string.gmatch(ARGV[1], '%S+') do
+  if s == current then allowed = true end
+end
+if not allowed then return {0, current} end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], unpack(ARGV, 6))
+if ARGV[5] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+return {1, current}
+"""
+
+
+def _encode(fields: Mapping[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in fields.items():
+        if value is None:
+            continue
+        if name in _JSON_FIELDS:
+            out[name] = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+        elif isinstance(value, JobStatus):
+            out[name] = value.value
+        else:
+            out[name] = str(value)
+    return out
+
+
+def _decode(raw: Mapping[str, str]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name in _JSON_FIELDS:
+            data[name] = json.loads(value)
+        elif name in _FLOAT_FIELDS:
+            data[name] = float(value)
+        else:
+            data[name] = value
+    return data
+
+
+class TransitionRefused(Exception):
+    """The job was not in a state the change may start from (or does not exist)."""
+
+    def __init__(self, job_id: str, current: str | None):
+        super().__init__(f"job {job_id} is {current or 'unknown'}")
+        self.job_id = job_id
+        self.current = JobStatus(current) if current else None
+
+
+class JobStore:
+    """Async access to job records; the client must use ``decode_responses=True``."""
+
+    def __init__(self, redis: Redis, ttl_s: int):
+        self.redis = redis
+        self.ttl_s = ttl_s
+        self._transition = redis.register_script(_TRANSITION)
+
+    async def create(self, record: JobRecord) -> None:
+        key = job_key(record.id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=_encode(record.model_dump(mode="json")))
+            pipe.expire(key, self.ttl_s)
+            await pipe.execute()
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        raw = await self.redis.hgetall(job_key(job_id))
+        return JobRecord.model_validate(_decode(raw)) if raw else None
+
+    async def delete(self, job_id: str) -> None:
+        await self.redis.delete(job_key(job_id))
+
+    async def transition(
+        self,
+        job_id: str,
+        allowed_from: Iterable[JobStatus],
+        to: JobStatus,
+        fields: Mapping[str, Any] | None = None,
+    ) -> JobStatus:
+        """Move the job to ``to`` and set ``fields``, atomically, if it is in ``allowed_from``.
+        Returns the status it had; raises :class:`TransitionRefused` otherwise."""
+        pairs: list[str] = []
+        for name, value in _encode(fields or {}).items():
+            pairs += [name, value]
+        terminal = to.is_terminal()
+        applied, current = await self._transition(
+            keys=[job_key(job_id)],
+            args=[
+                " ".join(s.value for s in allowed_from),
+                to.value,
+                JOB_DONE_CHANNEL if terminal else "",
+                job_id,
+                str(self.ttl_s) if terminal else "",
+                *pairs,
+            ],
+        )
+        if not int(applied):
+            raise TransitionRefused(job_id, current or None)
+        return JobStatus(current)

@@ -1,0 +1,145 @@
+"""`genq up`: the whole stack in the foreground, for one machine.
+
+Starts Redis (embedded, unless ``REDIS_URL`` is set), one worker, the API and Flower, each as a
+child process in its own process group; prints the URLs, then "ready" once ``/readyz`` says so.
+A worker that dies is restarted. SIGINT or SIGTERM stops every process it started (the
+engine's own children included) and the embedded Redis, leaving no process and no port behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from genq.redis_server import EmbeddedRedis
+from genq.settings import UpSettings
+
+log = logging.getLogger(__name__)
+
+GRACE_S = 20.0  # SIGTERM -> SIGKILL for each child
+WORKER_RESTART_DELAY_S = 2.0
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+@dataclass
+class Child:
+    role: str
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = field(default=0)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "genq.cli", self.role],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: stopping it reaches its children
+        )
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal_group(self, sig: int) -> None:
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def wait(self, timeout_s: float) -> bool:
+        if self.process is None:
+            return True
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+
+def stop_all(children: list[Child]) -> None:
+    for child in children:
+        child.signal_group(signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_S
+    for child in children:
+        if not child.wait(max(0.0, deadline - time.monotonic())):
+            log.warning("%s did not stop in %.0f s; killing it", child.role, GRACE_S)
+        # Whatever is left in the group (an engine core that outlived its parent) goes too.
+        child.signal_group(signal.SIGKILL)
+        child.wait(5)
+
+
+def run(settings: UpSettings) -> int:
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGINT, _raise_stop)
+    redis: EmbeddedRedis | None = None
+    children: list[Child] = []
+    try:
+        env = dict(os.environ)
+        if settings.redis_url is None:
+            redis = EmbeddedRedis(settings.data_dir).start()
+            env["REDIS_URL"] = redis.url
+            print(f"genq: embedded Redis at {redis.url} (AOF in {redis.dir})", flush=True)
+        else:
+            env["REDIS_URL"] = str(settings.redis_url)
+        children = [Child("api", env), Child("worker", env), Child("flower", env)]
+        for child in children:
+            child.start()
+        api_url = f"http://{settings.api_host}:{settings.api_port}"
+        print(f"genq: API     {api_url}  (docs: {api_url}/docs)", flush=True)
+        print(f"genq: Flower  http://{settings.flower_host}:{settings.flower_port}", flush=True)
+        print("genq: the worker is loading and warming its model; Ctrl-C stops everything",
+              flush=True)  # fmt: skip
+        return _supervise(children, api_url)
+    except _Stop as stop:
+        print(f"genq: {stop}: stopping", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stop_all(children)
+        if redis is not None:
+            redis.stop()
+        print("genq: stopped", flush=True)
+
+
+def _supervise(children: list[Child], api_url: str) -> int:
+    ready = False
+    while True:
+        time.sleep(0.5)
+        for child in children:
+            if child.alive():
+                continue
+            code = child.process.returncode if child.process else None
+            if child.role != "worker":
+                print(f"genq: {child.role} exited ({code}); stopping", flush=True)
+                return 1
+            child.restarts += 1
+            print(f"genq: worker exited ({code}); restart #{child.restarts}", flush=True)
+            child.signal_group(signal.SIGKILL)  # its engine core, if it outlived it
+            time.sleep(WORKER_RESTART_DELAY_S)
+            child.start()
+            ready = False
+        if not ready:
+            try:
+                ready = httpx.get(f"{api_url}/readyz", timeout=1.0).status_code == 200
+            except httpx.HTTPError:
+                ready = False
+            if ready:
+                print(f"genq: ready. Try:\n  curl -X POST {api_url}/generate "
+                      "-H 'Content-Type: application/json' "
+                      "-d '{\"prompt\": \"What is the capital of France?\"}'", flush=True)  # fmt: skip

@@ -1,0 +1,134 @@
+"""The real stack for end-to-end tests: a real Redis, the real API (uvicorn, its own process),
+and one real worker with the real vLLM CPU engine and the default model.
+
+The engine costs ~30 s to start, so the stack is session-scoped. Before the worker starts, the
+fixture records what a user would see with no warm worker (``/readyz``) and submits one job,
+which must then run once the worker is warm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from genq.constants import WORKERS_SET, worker_key
+from genq.redis_server import EmbeddedRedis, free_port
+
+WORKER_READY_TIMEOUT_S = 300
+
+
+@dataclass
+class Stack:
+    api: str
+    redis_url: str
+    worker_name: str
+    logs: Path
+    early_job_id: str
+    readyz_before_worker: httpx.Response
+
+    def worker_info(self) -> dict:
+        client = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        try:
+            return json.loads(client.get(worker_key(self.worker_name)))
+        finally:
+            client.close()
+
+
+def start_role(role: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "genq.cli", role],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_role(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(10)
+
+
+def wait_until(check, timeout_s: float, what: str, process: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited with {process.returncode}")
+        try:
+            if result := check():
+                return result
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{what}: not within {timeout_s} s")
+
+
+@pytest.fixture(scope="session")
+def stack(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    logs = tmp_path_factory.mktemp("logs")
+    port = free_port()
+    worker_name = f"genq-test-{os.getpid()}@localhost"
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_server.url,
+        "GENQ_API_PORT": str(port),
+        "GENQ_WORKER_NAME": worker_name,
+        "GENQ_WORKER_CONCURRENCY": "32",
+        "GENQ_HEARTBEAT_S": "1",
+    }
+    api_url = f"http://127.0.0.1:{port}"
+    api = start_role("api", env, logs / "api.log")
+    worker = None
+    try:
+        wait_until(
+            lambda: httpx.get(f"{api_url}/healthz").status_code == 200, 30, "API start", api
+        )
+        readyz_before = httpx.get(f"{api_url}/readyz")
+        early = httpx.post(
+            f"{api_url}/v1/jobs",
+            json={"prompt": "Queued before any worker was warm.", "max_tokens": 8},
+        )
+        assert early.status_code == 202, early.text
+        worker = start_role("worker", env, logs / "worker.log")
+        wait_until(
+            lambda: httpx.get(f"{api_url}/readyz").status_code == 200,
+            WORKER_READY_TIMEOUT_S,
+            f"worker warm (log: {logs / 'worker.log'})",
+            worker,
+        )
+        yield Stack(api_url, redis_server.url, worker_name, logs, early.json()["id"], readyz_before)
+    finally:
+        if worker is not None:
+            stop_role(worker)
+        stop_role(api)
+
+
+def wait_for_job(api: str, job_id: str, timeout_s: float = 120) -> dict:
+    def terminal() -> dict | None:
+        job = httpx.get(f"{api}/v1/jobs/{job_id}").json()
+        return job if job["status"] in ("succeeded", "failed", "canceled") else None
+
+    return wait_until(terminal, timeout_s, f"job {job_id} finished")

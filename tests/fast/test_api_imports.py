@@ -1,0 +1,22 @@
+"""The API process must never load torch or vLLM (nor the worker package)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_importing_and_building_the_api_loads_no_heavy_module() -> None:
+    code = (
+        "import sys\n"
+        "from api.app import create_app\n"
+        "from genq.settings import ApiSettings\n"
+        "create_app(ApiSettings(redis_url='redis://127.0.0.1:1/0'))\n"
+        "import genq.cli, genq.model, genq.up\n"
+        "heavy = sorted(m for m in ('torch', 'vllm', 'transformers', 'worker') if m in sys.modules)\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == ""

@@ -1,0 +1,169 @@
+"""The job path (store + runner + waiter) against a real Redis, with a FAKE engine.
+
+The fake engine stands in for vLLM only here, in the fast tier; every failure mode it plays
+(refused input, crash mid-job) is a fixture of its own. The real engine is tested in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+from redis.asyncio import Redis
+
+from api.waiter import JobWaiter
+from genq.redis_server import EmbeddedRedis
+from genq.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus
+from genq.store import JobStore, TransitionRefused
+from worker.engine import GenerationResult, InvalidInput
+from worker.runner import run_job
+
+T = TypeVar("T")
+
+
+class FakeEngine:
+    """Answers every request with a fixed text, or raises what it was given."""
+
+    def __init__(self, error: Exception | None = None):
+        self.error = error
+        self.calls: list[str] = []
+
+    async def generate(self, request_id: str, job: JobInput) -> GenerationResult:
+        self.calls.append(request_id)
+        await asyncio.sleep(0.01)
+        if self.error is not None:
+            raise self.error
+        return GenerationResult(
+            text="fake text",
+            finish_reason="stop",
+            prompt_tokens=3,
+            output_tokens=4,
+            ttft_s=0.002,
+            generation_s=0.01,
+        )
+
+
+@pytest.fixture
+def with_store(redis_server: EmbeddedRedis) -> Callable[..., T]:
+    """Run ``fn(store, redis)`` in a fresh event loop against a flushed Redis."""
+
+    def run(fn: Callable[[JobStore, Redis], Awaitable[T]]) -> T:
+        async def main() -> T:
+            redis = Redis.from_url(redis_server.url, decode_responses=True)
+            await redis.flushdb()
+            try:
+                return await fn(JobStore(redis, ttl_s=600), redis)
+            finally:
+                await redis.aclose()
+
+        return asyncio.run(main())
+
+    return run
+
+
+async def queued(store: JobStore, job_id: str = "job1") -> JobPayload:
+    job_input = JobCreate(prompt="hello", max_tokens=8).to_input()
+    created = time.time()
+    await store.create(
+        JobRecord(id=job_id, status=JobStatus.QUEUED, created_at=created, input=job_input)
+    )
+    return JobPayload(id=job_id, input=job_input, created_at=created)
+
+
+def test_a_job_runs_and_its_result_and_latencies_are_stored(with_store) -> None:
+    async def scenario(store: JobStore, redis: Redis) -> JobRecord:
+        payload = await queued(store)
+        assert await run_job(payload, store, FakeEngine(), "w1") is JobStatus.SUCCEEDED
+        assert await redis.ttl("genq:job:job1") > 0
+        return await store.get("job1")
+
+    record = with_store(scenario)
+    assert record.status is JobStatus.SUCCEEDED
+    assert record.output.text == "fake text" and record.output.finish_reason == "stop"
+    assert record.worker == "w1"
+    assert record.created_at <= record.started_at <= record.completed_at
+    m = record.metrics
+    assert (m.prompt_tokens, m.output_tokens, m.ttft_ms, m.generation_ms) == (3, 4, 2.0, 10.0)
+    assert m.tokens_per_s == 400.0
+    assert m.queue_ms >= 0 and m.total_ms >= m.queue_ms
+
+
+def test_input_the_engine_refuses_fails_the_job_readably(with_store) -> None:
+    async def scenario(store: JobStore, _: Redis) -> JobRecord:
+        payload = await queued(store)
+        engine = FakeEngine(InvalidInput("prompt has 9000 tokens; the model takes 8192"))
+        assert await run_job(payload, store, engine, "w1") is JobStatus.FAILED
+        return await store.get("job1")
+
+    record = with_store(scenario)
+    assert record.status is JobStatus.FAILED
+    assert record.error.type == "invalid_input"
+    assert "8192" in record.error.message
+    assert record.completed_at is not None and record.output is None
+
+
+def test_an_engine_crash_mid_job_fails_the_job_readably(with_store) -> None:
+    async def scenario(store: JobStore, _: Redis) -> JobRecord:
+        payload = await queued(store)
+        assert await run_job(payload, store, FakeEngine(RuntimeError("boom")), "w1") is JobStatus.FAILED
+        return await store.get("job1")
+
+    record = with_store(scenario)
+    assert record.error.type == "engine_error"
+    assert record.error.message == "RuntimeError: boom"
+
+
+def test_a_job_that_already_left_the_queue_is_not_run_again(with_store) -> None:
+    async def scenario(store: JobStore, _: Redis) -> tuple[list[str], JobStatus, JobStatus]:
+        payload = await queued(store)
+        engine = FakeEngine()
+        first = await run_job(payload, store, engine, "w1")
+        again = await run_job(payload, store, engine, "w2")  # a redelivered message
+        return engine.calls, first, again
+
+    calls, first, again = with_store(scenario)
+    assert calls == ["job1"]
+    assert first is JobStatus.SUCCEEDED and again is JobStatus.SUCCEEDED
+
+
+def test_transitions_are_checked_and_a_missing_job_is_refused(with_store) -> None:
+    async def scenario(store: JobStore, _: Redis) -> None:
+        await queued(store)
+        with pytest.raises(TransitionRefused) as refused:
+            await store.transition("job1", [JobStatus.PROCESSING], JobStatus.SUCCEEDED)
+        assert refused.value.current is JobStatus.QUEUED
+        with pytest.raises(TransitionRefused) as missing:
+            await store.transition("nope", [JobStatus.QUEUED], JobStatus.PROCESSING)
+        assert missing.value.current is None
+
+    with_store(scenario)
+
+
+def test_the_waiter_wakes_when_the_job_finishes_and_times_out_otherwise(with_store) -> None:
+    async def scenario(store: JobStore, redis: Redis) -> tuple[float, JobStatus, JobStatus]:
+        waiter = JobWaiter(redis, store)
+        await waiter.start()
+        try:
+            payload = await queued(store)
+            await queued(store, "never")
+            await asyncio.sleep(0.1)  # the subscription is up
+
+            async def finish_later() -> None:
+                await asyncio.sleep(0.3)
+                await run_job(payload, store, FakeEngine(), "w1")
+
+            t0 = time.monotonic()
+            _, done = await asyncio.gather(finish_later(), waiter.wait("job1", 10))
+            woke_after = time.monotonic() - t0
+            still = await waiter.wait("never", 0.2)
+            return woke_after, done.status, still.status
+        finally:
+            await waiter.stop()
+
+    woke_after, done, still = with_store(scenario)
+    assert done is JobStatus.SUCCEEDED
+    assert 0.3 <= woke_after < 2.0
+    assert still is JobStatus.QUEUED

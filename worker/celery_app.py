@@ -1,0 +1,62 @@
+"""The worker's Celery app: shared config, the warm threads pool, the task, the lifecycle signals.
+
+Start it with ``genq worker`` (which calls :func:`main`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, signals
+
+from genq.celery_config import make_celery
+from genq.constants import TASK_GENERATE
+from genq.settings import WorkerSettings, worker_settings
+from worker import runtime
+
+log = logging.getLogger(__name__)
+
+settings: WorkerSettings = worker_settings()
+app: Celery = make_celery(settings, "genq-worker")
+app.conf.update(
+    worker_pool="worker.pool:WarmThreadPool",
+    worker_concurrency=settings.worker_concurrency,
+    # Model load + warm-up, for the pools that check it.
+    worker_proc_alive_timeout=900,
+)
+NAME = settings.worker_name or runtime.default_worker_name()
+
+
+@app.task(name=TASK_GENERATE)
+def generate(payload: dict[str, Any]) -> dict[str, str]:
+    """validate -> run on the shared engine -> persist (all in the runtime)."""
+    return runtime.current().execute(payload)
+
+
+@signals.worker_process_init.connect
+def _build_engine(**_: Any) -> None:
+    runtime.start(settings, NAME)
+
+
+@signals.worker_ready.connect
+def _announce(**_: Any) -> None:
+    runtime.current().announce()
+
+
+@signals.worker_shutdown.connect
+def _stop(**_: Any) -> None:
+    runtime.stop()
+
+
+def main() -> None:
+    app.worker_main(
+        [
+            "worker",
+            f"--hostname={NAME}",
+            f"--queues={settings.queue}",
+            f"--loglevel={settings.log_level}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )

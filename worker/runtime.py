@@ -1,0 +1,173 @@
+"""The worker process's one engine, and everything that lives as long as it.
+
+Lifecycle (wired to Celery signals in ``worker.celery_app``):
+
+1. ``worker_process_init`` (sent by :class:`worker.pool.WarmThreadPool` before the consumer
+   connects): :func:`start` builds the engine and warms it with a real generation through
+   the job path. Until it returns, the worker receives no job.
+2. ``worker_ready`` (the consumer is up): :meth:`WorkerRuntime.announce` publishes this worker
+   as warm in Redis and keeps it fresh with a heartbeat; ``/readyz`` counts such workers.
+3. ``worker_shutdown``: :func:`stop` withdraws the worker and shuts the engine down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import psutil
+from redis.asyncio import Redis
+
+from genq.constants import WORKERS_SET, worker_key
+from genq.model import prepare_default_model
+from genq.schemas import ChatMessage, JobInput, JobPayload, SamplingOptions, WorkerInfo
+from genq.settings import WorkerSettings
+from genq.store import JobStore
+from worker.engine import Engine
+from worker.runner import run_job
+
+log = logging.getLogger(__name__)
+
+
+def default_worker_name() -> str:
+    return f"genq-{os.getpid()}@{socket.gethostname()}"
+
+
+class WorkerRuntime:
+    def __init__(self, settings: WorkerSettings, name: str, engine: Engine, info: WorkerInfo):
+        self.settings = settings
+        self.name = name
+        self.engine = engine
+        self.info = info
+        self._redis: Redis | None = None
+        self._store: JobStore | None = None
+        self._heartbeat: concurrent.futures.Future[None] | None = None
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    @classmethod
+    def start(cls, settings: WorkerSettings, name: str) -> WorkerRuntime:
+        process_start = psutil.Process().create_time()
+        t0 = time.perf_counter()
+        model = settings.model or str(prepare_default_model(settings.cache_dir))
+        t_model = time.perf_counter() - t0
+        engine = Engine(model, settings.engine_args, max_num_seqs=settings.worker_concurrency)
+        phases = engine.start()
+
+        warm_job = JobInput(
+            messages=[ChatMessage(role="user", content=settings.warmup_prompt)],
+            sampling=SamplingOptions(max_tokens=settings.warmup_max_tokens),
+        )
+        t1 = time.perf_counter()
+        engine.submit(engine.generate("genq-warmup", warm_job)).result()
+        warmup_s = time.perf_counter() - t1
+
+        ready_at = time.time()
+        startup = {
+            "process": round(ready_at - process_start - (time.perf_counter() - t0), 3),
+            "model": round(t_model, 3),
+            "imports": round(phases["imports"], 3),
+            "engine": round(phases["engine"], 3),
+            "warmup": round(warmup_s, 3),
+            "total": round(ready_at - process_start, 3),
+        }
+        info = WorkerInfo(
+            name=name,
+            model=model,
+            concurrency=settings.worker_concurrency,
+            ready_at=ready_at,
+            startup_s=startup,
+            warmup_latency_ms=round(warmup_s * 1000, 3),
+            heartbeat_at=ready_at,
+        )
+        log.info("worker %s warm: %s", name, startup)
+        runtime = cls(settings, name, engine, info)
+        engine.submit(runtime._connect()).result()
+        return runtime
+
+    async def _connect(self) -> None:
+        # The Redis client belongs to the engine loop, like every job coroutine that uses it.
+        self._redis = Redis.from_url(self.settings.broker_url(), decode_responses=True)
+        self._store = JobStore(self._redis, self.settings.result_ttl_s)
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def execute(self, payload: dict[str, Any]) -> dict[str, str]:
+        """Called by a Celery task thread: run the job on the engine loop and wait for it."""
+        job = JobPayload.model_validate(payload)
+        assert self._store is not None
+        status = self.engine.submit(run_job(job, self._store, self.engine, self.name)).result()
+        return {"id": job.id, "status": status.value}
+
+    # -- presence -----------------------------------------------------------------------------
+
+    def announce(self) -> None:
+        """Publish this worker as warm and consuming, and keep it fresh."""
+        self.engine.submit(self._beat()).result()
+        self._heartbeat = self.engine.submit(self._beat_forever())
+
+    async def _beat(self) -> None:
+        assert self._redis is not None
+        self.info.heartbeat_at = time.time()
+        ttl = max(1, int(self.settings.heartbeat_s * 3))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(worker_key(self.name), self.info.model_dump_json(), ex=ttl)
+            pipe.sadd(WORKERS_SET, self.name)
+            await pipe.execute()
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            try:
+                await self._beat()
+            except Exception:  # noqa: BLE001 - Redis may be restarting; the next beat retries
+                log.warning("heartbeat failed", exc_info=True)
+
+    async def _withdraw(self) -> None:
+        if self._redis is None:
+            return
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(worker_key(self.name))
+            pipe.srem(WORKERS_SET, self.name)
+            await pipe.execute()
+        await self._redis.aclose()
+
+    def stop(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        try:
+            self.engine.submit(self._withdraw()).result(timeout=5)
+        except Exception:  # noqa: BLE001 - shutting down anyway
+            log.warning("could not withdraw worker %s from Redis", self.name, exc_info=True)
+        self.engine.stop()
+
+
+_runtime: WorkerRuntime | None = None
+_startup_error: BaseException | None = None
+
+
+def start(settings: WorkerSettings, name: str) -> None:
+    global _runtime, _startup_error  # noqa: PLW0603 - one engine per process, by design
+    try:
+        _runtime = WorkerRuntime.start(settings, name)
+    except BaseException as exc:  # noqa: BLE001 - re-raised by current() in the pool
+        log.exception("worker start-up failed")
+        _startup_error = exc
+
+
+def current() -> WorkerRuntime:
+    if _runtime is None:
+        raise RuntimeError("the worker's engine did not start") from _startup_error
+    return _runtime
+
+
+def stop() -> None:
+    global _runtime  # noqa: PLW0603
+    if _runtime is not None:
+        _runtime.stop()
+        _runtime = None
