@@ -1,0 +1,99 @@
+"""`genq up` (what `make run` ends in): the whole stack on embedded defaults, then Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from genq.redis_server import free_port
+
+pytestmark = pytest.mark.engine
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def test_up_serves_the_seed_curl_then_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> None:
+    api_port, flower_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "GENQ_REDIS_URL")}
+    env |= {
+        "GENQ_API_PORT": str(api_port),
+        "GENQ_FLOWER_PORT": str(flower_port),
+        "GENQ_DATA_DIR": str(tmp_path / "data"),
+        "GENQ_WORKER_CONCURRENCY": "8",
+    }
+    up = subprocess.Popen(
+        [sys.executable, "-m", "genq.cli", "up"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in up.stdout], daemon=True)
+    reader.start()
+
+    def read_until(fragment: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=1)
+            except queue.Empty:
+                assert up.poll() is None, "genq up exited:\n" + "".join(seen)
+                continue
+            seen.append(line)
+            if fragment in line:
+                return
+        raise AssertionError(f"no {fragment!r} in {timeout_s} s:\n" + "".join(seen[-50:]))
+
+    try:
+        read_until("genq: ready", 300)
+        printed = "".join(seen)
+        assert f"http://127.0.0.1:{api_port}" in printed
+        assert f"http://127.0.0.1:{flower_port}" in printed
+        assert "embedded Redis at redis://127.0.0.1:" in printed
+
+        answer = httpx.post(
+            f"http://127.0.0.1:{api_port}/generate",
+            json={"prompt": "What is the capital of France?"},
+            timeout=60,
+        )
+        assert answer.status_code == 200 and "Paris" in answer.json()["generated_text"]
+        assert httpx.get(f"http://127.0.0.1:{flower_port}/healthcheck").text == "OK"
+        # The embedded Redis keeps an append-only file.
+        assert list((tmp_path / "data" / "redis").glob("appendonly*"))
+
+        started = psutil.Process(up.pid).children(recursive=True)
+        assert len(started) >= 5  # redis, api, worker (+ engine core, engine worker), flower
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
+        reader.join(10)  # EOF once every process that shared the pipe has exited
+        up.stdout.close()
+
+    gone, alive = psutil.wait_procs(started, timeout=10)
+    assert alive == [], f"left running: {[(p.pid, p.name()) for p in alive]}"
+    assert _port_is_free(api_port) and _port_is_free(flower_port)
