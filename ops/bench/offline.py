@@ -23,6 +23,7 @@ def main() -> None:
     p.add_argument("--max-num-seqs", type=int, default=64)
     p.add_argument("--engine-args", default="{}")
     p.add_argument("--seed-requests", type=int, default=8, help="requests run one at a time")
+    p.add_argument("--chat", action="store_true", help="ask each prompt as one user turn, as /generate does")
     args = p.parse_args()
 
     from vllm import LLM, SamplingParams  # noqa: PLC0415
@@ -35,9 +36,18 @@ def main() -> None:
     def params(job: dict) -> SamplingParams:
         return SamplingParams(temperature=0, max_tokens=job["max_tokens"], min_tokens=job["min_tokens"])
 
+    def prompt(job: dict) -> object:
+        if not args.chat:
+            return job["prompt"]
+        # The same rendering as worker.engine: chat template as text, no extra special tokens.
+        tok = llm.get_tokenizer()
+        text = tok.apply_chat_template([{"role": "user", "content": job["prompt"]}],
+                                       tokenize=False, add_generation_prompt=True)  # fmt: skip
+        return {"prompt_token_ids": tok(text, add_special_tokens=False)["input_ids"]}
+
     llm.generate(["Warm-up."], SamplingParams(max_tokens=8), use_tqdm=False)
     t0 = time.perf_counter()
-    outs = llm.generate([j["prompt"] for j in jobs], [params(j) for j in jobs], use_tqdm=False)
+    outs = llm.generate([prompt(j) for j in jobs], [params(j) for j in jobs], use_tqdm=False)
     limit_s = time.perf_counter() - t0
     limit_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
 
@@ -46,11 +56,11 @@ def main() -> None:
     t0 = time.perf_counter()
     for job in seed_jobs:
         t1 = time.perf_counter()
-        out = llm.generate([job["prompt"]], params(job), use_tqdm=False)[0]
+        out = llm.generate([prompt(job)], params(job), use_tqdm=False)[0]
         latencies.append(time.perf_counter() - t1)
         seed_tokens += len(out.outputs[0].token_ids)
     seed_s = time.perf_counter() - t0
-    print(json.dumps({
+    print("GENQ-BENCH-RESULT " + json.dumps({
         "construct_s": construct_s,
         "limit": {"jobs": len(jobs), "seconds": limit_s, "output_tokens": limit_tokens},
         "seed": {"jobs": len(seed_jobs), "seconds": seed_s, "output_tokens": seed_tokens,
