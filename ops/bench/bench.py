@@ -64,8 +64,10 @@ def run_offline(model: str, prompts_file: Path, max_num_seqs: int, engine_args: 
         [sys.executable, str(ROOT / "ops/bench/offline.py"), "--model", model,
          "--prompts-file", str(prompts_file), "--max-num-seqs", str(max_num_seqs),
          "--engine-args", engine_args, "--seed-requests", str(seed_n), "--chat"],
-        capture_output=True, text=True, check=True, cwd=ROOT,
+        capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
+    if out.returncode != 0:
+        raise RuntimeError(f"offline run failed:\n{out.stderr[-4000:]}")
     marker = "GENQ-BENCH-RESULT "
     (line,) = [ln for ln in out.stdout.splitlines() if ln.startswith(marker)]
     return json.loads(line[len(marker):])

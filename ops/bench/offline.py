@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
-from worker.engine import resolve_engine_args
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from worker.engine import resolve_engine_args  # noqa: E402
 
 
 def main() -> None:
