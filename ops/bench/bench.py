@@ -16,6 +16,7 @@ Prints a table; ``--out`` writes the raw numbers as JSON.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -118,30 +119,50 @@ class Stack:
 
 
 def run_genq(url: str, jobs: list[dict], concurrency: int) -> dict:
-    client = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=concurrency + 4))
+    """``concurrency`` requests in flight from one asyncio client (aiohttp: a load generator
+    must not be the bottleneck; a thread per request in one Python process was)."""
+    import aiohttp  # noqa: PLC0415 - a vLLM dependency, present wherever the worker runs
 
-    def one(job: dict) -> tuple[float, str]:
-        t0 = time.perf_counter()
-        r = client.post(f"{url}/generate", json=job)
-        r.raise_for_status()
-        return time.perf_counter() - t0, r.json()["id"]
+    async def drive() -> tuple[list[tuple[float, float, str]], float]:
+        connector = aiohttp.TCPConnector(limit=concurrency + 4)
+        timeout = aiohttp.ClientTimeout(total=600)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            todo = list(reversed(jobs))
+            done: list[tuple[float, float, str]] = []
 
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        results = list(pool.map(one, jobs))
-    wall = time.perf_counter() - t0
-    records = [client.get(f"{url}/v1/jobs/{job_id}").json() for _, job_id in results]
-    client.close()
+            async def client() -> None:
+                while todo:
+                    job = todo.pop()
+                    sent = time.time()
+                    async with session.post(f"{url}/generate", json=job) as r:
+                        r.raise_for_status()
+                        body = await r.json()
+                    done.append((sent, time.time(), body["id"]))
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(client() for _ in range(concurrency)))
+            return done, time.perf_counter() - t0
+
+    results, wall = asyncio.run(drive())
+    with httpx.Client(timeout=60) as client:
+        records = [client.get(f"{url}/v1/jobs/{job_id}").json() for _, _, job_id in results]
     metrics = [r["metrics"] for r in records]
-    latencies = [lat for lat, _ in results]
+    latencies = [recv - sent for sent, recv, _ in results]
+    created = [datetime.fromisoformat(r["created_at"]).timestamp() for r in records]
+    completed = [datetime.fromisoformat(r["completed_at"]).timestamp() for r in records]
     tokens = sum(m["output_tokens"] for m in metrics)
     return {
         "concurrency": concurrency, "jobs": len(jobs), "seconds": wall, "output_tokens": tokens,
+        # first accepted -> last stored: throughput as the server sees it, without the client
+        "server_seconds": max(completed) - min(created),
         "latency_s": latencies,
         "ttft_ms": [m["ttft_ms"] for m in metrics],
         "queue_ms": [m["queue_ms"] for m in metrics],
-        # What genq adds to a job: the client's latency minus the engine's time for it.
+        # What genq adds to a job: the client's latency minus the engine's time for it, and
+        # where: client send -> API accept, and result stored -> client has it.
         "overhead_ms": [lat * 1000 - m["generation_ms"] for lat, m in zip(latencies, metrics)],
+        "send_to_accept_ms": [(c - s) * 1000 for (s, _, _), c in zip(results, created)],
+        "stored_to_client_ms": [(r - c) * 1000 for (_, r, _), c in zip(results, completed)],
     }  # fmt: skip
 
 
@@ -220,6 +241,14 @@ def main() -> None:
         print(f"| {name} | {c} | {n} | {tps:.0f} | {tps / limit_tps:.2f} | {jps:.2f} | {fmt3(lat)} "
               f"| {fmt2(ttft, 50, 95)} | {f'{pct(queue, 50):.0f}' if queue else '-'} "
               f"| {fmt2(over, 50, 99)} |")  # fmt: skip
+    print()
+    print("| genq conc. | server tok/s (first accepted -> last stored) | x limit "
+          "| client send -> API accept p50/p99 ms | result stored -> client p50/p99 ms |")
+    print("|---|---|---|---|---|")
+    for r in runs:
+        server_tps = r["output_tokens"] / r["server_seconds"]
+        print(f"| {r['concurrency']} | {server_tps:.0f} | {server_tps / limit_tps:.2f} "
+              f"| {fmt2(r['send_to_accept_ms'], 50, 99)} | {fmt2(r['stored_to_client_ms'], 50, 99)} |")
     startup = info["startup_s"]
     print()
     print("worker time to ready (s): " + ", ".join(f"{k} {v:.1f}" for k, v in startup.items())
@@ -230,9 +259,9 @@ def main() -> None:
           f"{statistics.median(seed_curl[1:]) * 1000:.0f} ms")  # fmt: skip
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"args": vars(args) | {"out": str(args.out)}, "model": model,
+        args.out.write_text(json.dumps({"args": vars(args), "model": model,
                                         "offline": offline, "genq": runs, "worker": info,
-                                        "ready_s": ready_s, "seed_curl_s": seed_curl}, indent=1))  # fmt: skip
+                                        "ready_s": ready_s, "seed_curl_s": seed_curl}, indent=1, default=str))  # fmt: skip
 
 
 if __name__ == "__main__":
