@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 import genq
 from api.errors import install_error_handlers
-from api.routes import generate, health, jobs
+from api.routes import generate, health, jobs, workers
 from api.waiter import JobWaiter
 from genq.celery_config import make_celery
 from genq.settings import ApiSettings, api_settings
@@ -45,5 +45,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(jobs.router)
     app.include_router(generate.router)
+    app.include_router(workers.router)
     app.include_router(health.router)
     return app

@@ -8,7 +8,6 @@ which must then run once the worker is warm.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -20,9 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
-from genq.constants import WORKERS_SET, worker_key
 from genq.redis_server import EmbeddedRedis, free_port
 
 WORKER_READY_TIMEOUT_S = 300
@@ -38,11 +35,9 @@ class Stack:
     readyz_before_worker: httpx.Response
 
     def worker_info(self) -> dict:
-        client = redis.Redis.from_url(self.redis_url, decode_responses=True)
-        try:
-            return json.loads(client.get(worker_key(self.worker_name)))
-        finally:
-            client.close()
+        workers = httpx.get(f"{self.api}/v1/workers").json()["workers"]
+        (info,) = [w for w in workers if w["name"] == self.worker_name]
+        return info
 
 
 def start_role(role: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -119,10 +122,11 @@ def test_a_job_queued_before_any_worker_was_warm_runs_after_warm_up(stack: Stack
     assert job["metrics"]["queue_ms"] > 1000 * (info["ready_at"] - ts(job["created_at"])) - 2
 
 
-def test_readiness_reports_the_warm_worker_and_its_start_up(stack: Stack) -> None:
+def test_readiness_and_workers_report_the_warm_worker_and_its_start_up(stack: Stack) -> None:
     body = httpx.get(f"{stack.api}/readyz").json()
     assert body == {"status": "ready", "redis": "ok", "warm_workers": 1}
-    info = stack.worker_info()
+    (info,) = httpx.get(f"{stack.api}/v1/workers").json()["workers"]
+    assert info["name"] == stack.worker_name
     phases = info["startup_s"]
     assert set(phases) == {"process", "model", "imports", "engine", "warmup", "total"}
     assert phases["total"] >= phases["imports"] + phases["engine"] + phases["warmup"]
@@ -149,3 +153,15 @@ def test_an_unknown_job_is_404_never_pending(stack: Stack) -> None:
     response = httpx.get(f"{stack.api}/v1/jobs/0123456789abcdef0123456789abcdef")
     assert response.status_code == 404
     assert response.json()["error"]["type"] == "not_found"
+
+
+def test_the_cli_submits_and_waits(stack: Stack) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "genq.cli", "submit", "Say hi.", "--wait", "--max-tokens", "8",
+         "--url", stack.api],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    job = json.loads(done.stdout)
+    assert job["status"] == "succeeded" and job["metrics"]["output_tokens"] <= 8
+    assert job["input"]["prompt"] == "Say hi."

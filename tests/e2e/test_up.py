@@ -30,6 +30,19 @@ def _port_is_free(port: int) -> bool:
         return True
 
 
+def _wait_for_flower_metrics(port: int, fragments: list[str], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    text = ""
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        lines = [ln for ln in text.splitlines() if ln.startswith("flower_events_total{")]
+        online = [ln for ln in text.splitlines() if ln.startswith("flower_worker_online{")]
+        if online and online[0].endswith(" 1.0") and any(all(f in ln for f in fragments) for ln in lines):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"Flower never showed {fragments}:\n{text[-3000:]}")
+
+
 def test_up_serves_the_seed_curl_then_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> None:
     api_port, flower_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "GENQ_REDIS_URL")}
@@ -80,6 +93,8 @@ def test_up_serves_the_seed_curl_then_ctrl_c_leaves_nothing_behind(tmp_path: Pat
         )
         assert answer.status_code == 200 and "Paris" in answer.json()["generated_text"]
         assert httpx.get(f"http://127.0.0.1:{flower_port}/healthcheck").text == "OK"
+        # Flower saw the worker and the task (from Celery's events, as its dashboard does).
+        _wait_for_flower_metrics(flower_port, ['type="task-succeeded"', 'task="genq.generate"'])
         # The embedded Redis keeps an append-only file.
         assert list((tmp_path / "data" / "redis").glob("appendonly*"))
 
