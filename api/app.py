@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 import genq
 from api.errors import install_error_handlers
+from api.limits import BodySizeLimit
 from api.routes import generate, health, jobs, workers
 from api.waiter import JobWaiter
 from genq.celery_config import make_celery
@@ -40,8 +41,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or api_settings()
     app = FastAPI(title="genq", version=genq.__version__, lifespan=lifespan)
-    app.state.settings = settings or api_settings()
+    app.state.settings = settings
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(jobs.router)
     app.include_router(generate.router)

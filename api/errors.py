@@ -41,6 +41,11 @@ def error_response(
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
+def status_type(status: int) -> str:
+    """The error type for a bare HTTP status: its phrase in snake case ("not_found")."""
+    return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+
+
 def _describe(error: dict[str, Any]) -> str:
     if error.get("type") == "json_invalid":
         return f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
@@ -66,9 +71,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        phrase = HTTPStatus(exc.status_code).phrase
-        type_ = phrase.lower().replace(" ", "_").replace("-", "_")
-        return error_response(exc.status_code, type_, str(exc.detail), headers=exc.headers)
+        return error_response(
+            exc.status_code, status_type(exc.status_code), str(exc.detail), headers=exc.headers
+        )
 
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:

@@ -1,8 +1,11 @@
-"""Accepting a job: write its record, then put its message on the queue."""
+"""Accepting a job: refuse it if the queue is full, write its record, put its message on the queue."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
 import time
 import uuid
 
@@ -10,14 +13,16 @@ from celery import Celery
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
-from genq.constants import TASK_GENERATE
-from genq.schemas import JobInput, JobPayload, JobRecord, JobStatus
+from api.routes.workers import warm_workers
+from genq.constants import TASK_GENERATE, idempotency_key
+from genq.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus
 from genq.settings import ApiSettings
 from genq.store import JobStore
 
 log = logging.getLogger(__name__)
 
 _ARGSREPR_CHARS = 80  # what Flower shows of a prompt
+MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
 def new_job_id() -> str:
@@ -30,14 +35,57 @@ def _argsrepr(job_input: JobInput) -> str:
     return repr(short)
 
 
+def request_hash(body: JobCreate) -> str:
+    """The same request (after validation and defaults) always hashes the same."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def refuse_if_overloaded(store: JobStore, settings: ApiSettings) -> None:
+    waiting = await store.queued_count()
+    if waiting < settings.max_queued:
+        return
+    # Retry-After: how long the workers need, at their rate of the last minute, to bring the queue
+    # back under the limit.
+    rate = sum(w.jobs_per_s for w in await warm_workers(store.redis))
+    excess = waiting - settings.max_queued + 1
+    retry_after = min(300, max(1, math.ceil(excess / rate))) if rate > 0 else 5
+    raise ApiError(
+        429,
+        "overloaded",
+        f"{waiting} jobs are waiting (limit {settings.max_queued}); retry after {retry_after} s",
+        {"Retry-After": str(retry_after)},
+    )
+
+
 async def submit_job(
-    store: JobStore, celery: Celery, settings: ApiSettings, job_input: JobInput
-) -> JobRecord:
+    store: JobStore,
+    celery: Celery,
+    settings: ApiSettings,
+    job_input: JobInput,
+    idempotency: tuple[str, str] | None = None,
+) -> tuple[JobRecord, bool]:
+    """Returns the job and whether it is new. With ``idempotency=(Idempotency-Key, request
+    hash)`` a repeated key returns the job it created (409 if the request differs)."""
     record = JobRecord(
         id=new_job_id(), status=JobStatus.QUEUED, created_at=time.time(), input=job_input
     )
+    idem_key = None
+    idem = None
+    if idempotency is not None:
+        key, digest = idempotency
+        if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
+            raise ApiError(422, "invalid_request",
+                           f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")  # fmt: skip
+        idem_key = idempotency_key(key)
+        idem = (idem_key, json.dumps({"id": record.id, "hash": digest}))
+        if (existing := await store.redis.get(idem_key)) is not None:
+            return await _existing(store, existing, idempotency), False  # a replay: never 429
+    await refuse_if_overloaded(store, settings)
     # The record exists before any worker can see the message, so a worker always finds it.
-    await store.create(record)
+    existing = await store.create(record, idem)
+    if existing is not None:
+        return await _existing(store, existing, idempotency), False
     payload = JobPayload(id=record.id, input=job_input, created_at=record.created_at)
     try:
         await run_in_threadpool(
@@ -52,7 +100,19 @@ async def submit_job(
     except Exception as exc:
         # Not accepted: remove the record so nothing half-made is left behind.
         log.warning("could not enqueue job %s: %s", record.id, exc)
-        await store.delete(record.id)
+        await store.discard(record.id, idem_key)
         raise ApiError(503, "unavailable", "the queue is unreachable; retry shortly",
                        {"Retry-After": "1"}) from exc  # fmt: skip
+    return record, True
+
+
+async def _existing(store: JobStore, existing: str, idempotency: tuple[str, str]) -> JobRecord:
+    first = json.loads(existing)
+    if first["hash"] != idempotency[1]:
+        raise ApiError(409, "idempotency_conflict",
+                       f"Idempotency-Key {idempotency[0]!r} was used for a different request "
+                       f"(job {first['id']})")  # fmt: skip
+    record = await store.get(first["id"])
+    if record is None:
+        raise ApiError(404, "not_found", f"job {first['id']} of this Idempotency-Key has expired")
     return record

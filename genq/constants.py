@@ -9,6 +9,13 @@ JOB_KEY = KEY_PREFIX + "job:{job_id}"
 # Pub/sub channel on which the job id is published whenever a job reaches a terminal status.
 JOB_DONE_CHANNEL = KEY_PREFIX + "jobs:done"
 
+# Jobs accepted and not yet started (or canceled): what GENQ_MAX_QUEUED bounds.
+QUEUED_COUNT = KEY_PREFIX + "jobs:queued"
+# Pub/sub channel for cancel requests of running jobs: {"id": ..., "reason": ...}.
+CANCEL_CHANNEL = KEY_PREFIX + "jobs:cancel"
+# Idempotency-Key -> {"id": job id, "hash": request hash}, kept as long as the job.
+IDEMPOTENCY_KEY = KEY_PREFIX + "idem:{key}"
+
 # Live workers: a set of names, and one short-lived key per worker refreshed by its heartbeat.
 WORKERS_SET = KEY_PREFIX + "workers"
 WORKER_KEY = KEY_PREFIX + "worker:{name}"
@@ -24,3 +31,7 @@ def job_key(job_id: str) -> str:
 
 def worker_key(name: str) -> str:
     return WORKER_KEY.format(name=name)
+
+
+def idempotency_key(key: str) -> str:
+    return IDEMPOTENCY_KEY.format(key=key)

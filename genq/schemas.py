@@ -244,3 +244,6 @@ class WorkerInfo(BaseModel):
     startup_s: dict[str, float]  # phase -> seconds: imports, engine, warmup, total
     warmup_latency_ms: float
     heartbeat_at: float
+    jobs_running: int = 0  # genq jobs this worker runs now
+    engine_requests: int = 0  # requests inside the engine now (running or waiting)
+    jobs_per_s: float = 0.0  # jobs finished per second over the last minute

@@ -48,6 +48,12 @@ class ApiSettings(CommonSettings):
     api_port: int = 8000
     # How long the synchronous POST /generate waits for its job before answering 504.
     generate_timeout_s: float = Field(300.0, gt=0)
+    # Jobs waiting to start above which POST /v1/jobs answers 429.
+    max_queued: int = Field(10_000, ge=1)
+    # Request bodies larger than this are refused with 413.
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    # How long POST /v1/jobs/{id}/cancel waits for a running job to stop before answering 202.
+    cancel_wait_s: float = Field(10.0, ge=0)
 
 
 class WorkerSettings(CommonSettings):

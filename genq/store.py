@@ -6,6 +6,7 @@ and ``worker`` as plain strings; ``input``, ``output``, ``error`` and ``metrics`
 Every status change is one Lua script, so it is atomic and checked: a job moves only from the
 states the caller names (a canceled job is never started; a finished job is never finished twice),
 and reaching a terminal state publishes the job id on ``genq:jobs:done`` in the same step.
+The same scripts keep ``genq:jobs:queued``, the number of jobs waiting to start, exact.
 """
 
 from __future__ import annotations
@@ -16,14 +17,30 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from genq.constants import JOB_DONE_CHANNEL, job_key
+from genq.constants import JOB_DONE_CHANNEL, QUEUED_COUNT, job_key
 from genq.schemas import JobRecord, JobStatus
 
 _JSON_FIELDS = ("input", "output", "error", "metrics")
 _FLOAT_FIELDS = ("created_at", "started_at", "completed_at")
 
-# KEYS[1] the job hash. ARGV: allowed current statuses (space separated), new status, channel to
-# publish the job id on ('' for none), job id, TTL seconds ('' to keep), then field/value pairs.
+# KEYS[1] the job hash, KEYS[2] the idempotency key ('' for none), KEYS[3] the queued counter.
+# ARGV: TTL seconds, idempotency value, then the record's field/value pairs.
+# Returns the idempotency key's existing value when it is taken (nothing is written), else nil.
+_CREATE = """
+if KEYS[2] ~= '' then
+  local existing = redis.call('GET', KEYS[2])
+  if existing then return existing end
+  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[1])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('INCR', KEYS[3])
+return false
+"""
+
+# KEYS[1] the job hash, KEYS[2] the queued counter. ARGV: allowed current statuses (space
+# separated), new status, channel to publish the job id on ('' for none), job id, TTL seconds
+# ('' to keep), then field/value pairs.
 # Returns {1, previous status} when applied, {0, current status} when refused ('' if no such job).
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
@@ -33,6 +50,7 @@ for s in string.gmatch(ARGV[1], '%S+') do
   if s == current then allowed = true end
 end
 if not allowed then return {0, current} end
+if current == 'queued' then redis.call('DECR', KEYS[2]) end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], unpack(ARGV, 6))
 if ARGV[5] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
 if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
@@ -82,20 +100,36 @@ class JobStore:
         self.redis = redis
         self.ttl_s = ttl_s
         self._transition = redis.register_script(_TRANSITION)
+        self._create = redis.register_script(_CREATE)
 
-    async def create(self, record: JobRecord) -> None:
-        key = job_key(record.id)
+    async def create(
+        self, record: JobRecord, idempotency: tuple[str, str] | None = None
+    ) -> str | None:
+        """Store a new queued job. With ``idempotency=(key, value)``, only if that key is free:
+        returns the key's existing value instead (and writes nothing)."""
+        pairs: list[str] = []
+        for name, value in _encode(record.model_dump(mode="json")).items():
+            pairs += [name, value]
+        key, value = idempotency or ("", "")
+        return await self._create(
+            keys=[job_key(record.id), key, QUEUED_COUNT], args=[self.ttl_s, value, *pairs]
+        )
+
+    async def discard(self, job_id: str, idempotency_key: str | None = None) -> None:
+        """Undo :meth:`create` for a job that could not be enqueued."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=_encode(record.model_dump(mode="json")))
-            pipe.expire(key, self.ttl_s)
+            pipe.delete(job_key(job_id))
+            pipe.decr(QUEUED_COUNT)
+            if idempotency_key:
+                pipe.delete(idempotency_key)
             await pipe.execute()
+
+    async def queued_count(self) -> int:
+        return int(await self.redis.get(QUEUED_COUNT) or 0)
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self.redis.hgetall(job_key(job_id))
         return JobRecord.model_validate(_decode(raw)) if raw else None
-
-    async def delete(self, job_id: str) -> None:
-        await self.redis.delete(job_key(job_id))
 
     async def transition(
         self,
@@ -111,7 +145,7 @@ class JobStore:
             pairs += [name, value]
         terminal = to.is_terminal()
         applied, current = await self._transition(
-            keys=[job_key(job_id)],
+            keys=[job_key(job_id), QUEUED_COUNT],
             args=[
                 " ".join(s.value for s in allowed_from),
                 to.value,

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from genq.schemas import JobInput, SamplingOptions
@@ -44,6 +44,28 @@ class GenerationResult:
     output_tokens: int
     ttft_s: float | None  # engine submit -> first output token
     generation_s: float  # engine submit -> last output
+
+
+@dataclass
+class Progress:
+    """A request's output so far, updated as the engine streams it: what a canceled job keeps."""
+
+    started: float = field(default_factory=time.perf_counter)
+    pieces: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    ttft_s: float | None = None
+    finish_reason: str | None = None
+
+    def result(self) -> GenerationResult:
+        return GenerationResult(
+            text="".join(self.pieces),
+            finish_reason=self.finish_reason,
+            prompt_tokens=self.prompt_tokens,
+            output_tokens=self.output_tokens,
+            ttft_s=self.ttft_s,
+            generation_s=time.perf_counter() - self.started,
+        )
 
 
 def resolve_engine_args(model: str, overrides: dict[str, Any], max_num_seqs: int) -> dict[str, Any]:
@@ -133,42 +155,38 @@ class Engine:
         # The template already holds the special tokens; don't add a BOS twice.
         return {"prompt": text}, {"add_special_tokens": False}
 
-    async def generate(self, request_id: str, job: JobInput) -> GenerationResult:
-        """Run one request to the end. Cancelling the awaiting task aborts it inside vLLM."""
+    async def generate(
+        self, request_id: str, job: JobInput, progress: Progress | None = None
+    ) -> GenerationResult:
+        """Run one request to the end, filling ``progress`` as tokens come. Cancelling the
+        awaiting task aborts the request inside vLLM (its ``generate`` does that on cancel)."""
         from vllm.exceptions import VLLMValidationError  # noqa: PLC0415
         from vllm.v1.engine.exceptions import EngineDeadError  # noqa: PLC0415
 
         prompt, tokenization_kwargs = self._prompt(job)
         params = to_sampling_params(job.sampling)
-        pieces: list[str] = []
-        output_tokens = 0
-        prompt_tokens = 0
-        finish_reason = None
-        ttft = None
-        t0 = time.perf_counter()
+        p = progress or Progress()
+        p.started = time.perf_counter()
         try:
             async for out in self._llm.generate(
                 prompt, params, request_id, tokenization_kwargs=tokenization_kwargs
             ):
                 completion = out.outputs[0]
-                if ttft is None and completion.token_ids:
-                    ttft = time.perf_counter() - t0
-                pieces.append(completion.text)
-                output_tokens += len(completion.token_ids)
-                prompt_tokens = len(out.prompt_token_ids or ())
-                finish_reason = completion.finish_reason
+                if p.ttft_s is None and completion.token_ids:
+                    p.ttft_s = time.perf_counter() - p.started
+                p.pieces.append(completion.text)
+                p.output_tokens += len(completion.token_ids)
+                p.prompt_tokens = len(out.prompt_token_ids or ())
+                p.finish_reason = completion.finish_reason
         except (VLLMValidationError, ValueError, TypeError) as exc:
             raise InvalidInput(str(exc)) from exc
         except EngineDeadError as exc:
             raise EngineFailed(str(exc)) from exc
-        return GenerationResult(
-            text="".join(pieces),
-            finish_reason=finish_reason,
-            prompt_tokens=prompt_tokens,
-            output_tokens=output_tokens,
-            ttft_s=ttft,
-            generation_s=time.perf_counter() - t0,
-        )
+        return p.result()
+
+    def unfinished_requests(self) -> int:
+        """Requests the engine holds now (running or waiting inside vLLM)."""
+        return int(self._llm.output_processor.get_num_unfinished_requests())
 
     async def abort(self, request_id: str) -> None:
         await self._llm.abort(request_id)

@@ -1,34 +1,80 @@
 """One job, start to end: claim it, run it on the engine, store the result.
 
 Runs as a coroutine on the engine's event loop (the Celery task thread only waits for it), so the
-Redis writes and the engine calls of every job share one loop and one connection pool.
+Redis writes and the engine calls of every job share one loop and one connection pool. While it
+runs, a job is listed in ``running``: a cancel request finds it there and cancels its engine task,
+which aborts the request inside vLLM; the job then ends ``canceled`` with the output it had.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from genq.schemas import JobError, JobInput, JobMetrics, JobOutput, JobPayload, JobStatus
 from genq.store import JobStore, TransitionRefused
-from worker.engine import EngineFailed, GenerationResult, InvalidInput
+from worker.engine import EngineFailed, GenerationResult, InvalidInput, Progress
 
 log = logging.getLogger(__name__)
 
 
 class GeneratingEngine(Protocol):
-    async def generate(self, request_id: str, job: JobInput) -> GenerationResult: ...
+    async def generate(
+        self, request_id: str, job: JobInput, progress: Progress | None = None
+    ) -> GenerationResult: ...
+
+
+@dataclass
+class RunningJob:
+    progress: Progress = field(default_factory=Progress)
+    task: asyncio.Future[GenerationResult] | None = None
+    cancel_reason: str | None = None
+
+    def cancel(self, reason: str) -> None:
+        self.cancel_reason = reason
+        if self.task is not None:
+            self.task.cancel()
 
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
+def _metrics(payload: JobPayload, queue_ms: float | None, result: GenerationResult | None,
+             completed_at: float) -> JobMetrics:  # fmt: skip
+    metrics = JobMetrics(queue_ms=queue_ms, total_ms=_ms(completed_at - payload.created_at))
+    if result is not None:
+        metrics.ttft_ms = _ms(result.ttft_s)
+        metrics.generation_ms = _ms(result.generation_s)
+        metrics.prompt_tokens = result.prompt_tokens
+        metrics.output_tokens = result.output_tokens
+        if result.generation_s > 0:
+            metrics.tokens_per_s = round(result.output_tokens / result.generation_s, 2)
+    return metrics
+
+
 async def run_job(
-    payload: JobPayload, store: JobStore, engine: GeneratingEngine, worker: str
+    payload: JobPayload,
+    store: JobStore,
+    engine: GeneratingEngine,
+    worker: str,
+    running: dict[str, RunningJob] | None = None,
 ) -> JobStatus:
     """Returns the status the job ended in (or had, if another worker or a cancel got there first)."""
+    running = {} if running is None else running
+    entry = running[payload.id] = RunningJob()
+    try:
+        return await _run(payload, store, engine, worker, entry)
+    finally:
+        running.pop(payload.id, None)
+
+
+async def _run(
+    payload: JobPayload, store: JobStore, engine: GeneratingEngine, worker: str, entry: RunningJob
+) -> JobStatus:
     started_at = time.time()
     try:
         await store.transition(
@@ -43,55 +89,49 @@ async def run_job(
         return refused.current or JobStatus.FAILED
 
     queue_ms = _ms(started_at - payload.created_at)
+    if entry.cancel_reason is not None:  # canceled between the claim and here
+        return await _end(store, payload, JobStatus.CANCELED, queue_ms, None,
+                          JobError(type=entry.cancel_reason, message="canceled before it ran"))  # fmt: skip
+    entry.task = asyncio.ensure_future(engine.generate(payload.id, payload.input, entry.progress))
     try:
-        result = await engine.generate(payload.id, payload.input)
+        result = await entry.task
+    except asyncio.CancelledError:
+        if entry.cancel_reason is None or not entry.task.cancelled():
+            raise  # the worker itself is shutting down
+        partial = entry.progress.result()
+        partial.finish_reason = "abort"
+        return await _end(store, payload, JobStatus.CANCELED, queue_ms, partial,
+                          JobError(type=entry.cancel_reason, message="canceled while running"))  # fmt: skip
     except InvalidInput as exc:
-        return await _fail(store, payload, queue_ms, "invalid_input", str(exc))
+        return await _end(store, payload, JobStatus.FAILED, queue_ms, None,
+                          JobError(type="invalid_input", message=str(exc)))  # fmt: skip
     except EngineFailed as exc:
-        await _fail(store, payload, queue_ms, "engine_error", f"the engine died: {exc}")
+        await _end(store, payload, JobStatus.FAILED, queue_ms, None,
+                   JobError(type="engine_error", message=f"the engine died: {exc}"))  # fmt: skip
         raise
     except Exception as exc:  # noqa: BLE001 - a job that cannot run ends failed, readably
         log.exception("job %s failed", payload.id)
-        return await _fail(store, payload, queue_ms, "engine_error", f"{type(exc).__name__}: {exc}")
-
-    completed_at = time.time()
-    metrics = JobMetrics(
-        queue_ms=queue_ms,
-        ttft_ms=_ms(result.ttft_s),
-        generation_ms=_ms(result.generation_s),
-        total_ms=_ms(completed_at - payload.created_at),
-        prompt_tokens=result.prompt_tokens,
-        output_tokens=result.output_tokens,
-        tokens_per_s=round(result.output_tokens / result.generation_s, 2)
-        if result.generation_s > 0
-        else None,
-    )
-    await store.transition(
-        payload.id,
-        [JobStatus.PROCESSING],
-        JobStatus.SUCCEEDED,
-        {
-            "completed_at": completed_at,
-            "output": JobOutput(text=result.text, finish_reason=result.finish_reason).model_dump(),
-            "metrics": metrics.model_dump(),
-        },
-    )
-    return JobStatus.SUCCEEDED
+        return await _end(store, payload, JobStatus.FAILED, queue_ms, None,
+                          JobError(type="engine_error", message=f"{type(exc).__name__}: {exc}"))  # fmt: skip
+    return await _end(store, payload, JobStatus.SUCCEEDED, queue_ms, result, None)
 
 
-async def _fail(
-    store: JobStore, payload: JobPayload, queue_ms: float | None, kind: str, message: str
+async def _end(
+    store: JobStore,
+    payload: JobPayload,
+    status: JobStatus,
+    queue_ms: float | None,
+    result: GenerationResult | None,
+    error: JobError | None,
 ) -> JobStatus:
     completed_at = time.time()
-    metrics = JobMetrics(queue_ms=queue_ms, total_ms=_ms(completed_at - payload.created_at))
-    await store.transition(
-        payload.id,
-        [JobStatus.PROCESSING],
-        JobStatus.FAILED,
-        {
-            "completed_at": completed_at,
-            "error": JobError(type=kind, message=message).model_dump(),
-            "metrics": metrics.model_dump(),
-        },
-    )
-    return JobStatus.FAILED
+    fields: dict[str, object] = {
+        "completed_at": completed_at,
+        "metrics": _metrics(payload, queue_ms, result, completed_at).model_dump(),
+    }
+    if result is not None:
+        fields["output"] = JobOutput(text=result.text, finish_reason=result.finish_reason).model_dump()
+    if error is not None:
+        fields["error"] = error.model_dump()
+    await store.transition(payload.id, [JobStatus.PROCESSING], status, fields)
+    return status

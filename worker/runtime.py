@@ -14,23 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import os
 import socket
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
 import psutil
 from redis.asyncio import Redis
 
-from genq.constants import WORKERS_SET, worker_key
+from genq.constants import CANCEL_CHANNEL, WORKERS_SET, worker_key
 from genq.model import prepare_default_model
 from genq.schemas import ChatMessage, JobInput, JobPayload, SamplingOptions, WorkerInfo
 from genq.settings import WorkerSettings
 from genq.store import JobStore
 from worker.engine import Engine
-from worker.runner import run_job
+from worker.runner import RunningJob, run_job
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,11 @@ class WorkerRuntime:
         self.info = info
         self._redis: Redis | None = None
         self._store: JobStore | None = None
-        self._heartbeat: concurrent.futures.Future[None] | None = None
+        self._background: list[concurrent.futures.Future[None]] = []
+        # Jobs running now (touched on the engine loop only), and when recent jobs finished.
+        self.running: dict[str, RunningJob] = {}
+        self._finished: deque[float] = deque()
+        self._started = time.monotonic()
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -100,6 +106,7 @@ class WorkerRuntime:
         log.info("worker %s warm: %s", name, startup)
         runtime = cls(settings, name, engine, info)
         engine.submit(runtime._connect()).result()
+        runtime._background.append(engine.submit(runtime._listen_for_cancels()))
         return runtime
 
     async def _connect(self) -> None:
@@ -107,25 +114,60 @@ class WorkerRuntime:
         self._redis = Redis.from_url(self.settings.broker_url(), decode_responses=True)
         self._store = JobStore(self._redis, self.settings.result_ttl_s)
 
+    async def _listen_for_cancels(self) -> None:
+        """Cancel requests go to every worker; the one running the job aborts it."""
+        assert self._redis is not None
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(CANCEL_CHANNEL)
+                while True:
+                    message = await pubsub.get_message(timeout=5.0)
+                    if message is None:
+                        continue
+                    request = json.loads(message["data"])
+                    if (job := self.running.get(request["id"])) is not None:
+                        log.info("canceling job %s (%s)", request["id"], request["reason"])
+                        job.cancel(request["reason"])
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - Redis restarting: subscribe again
+                log.warning("cancel subscription lost; resubscribing", exc_info=True)
+                await asyncio.sleep(0.5)
+            finally:
+                await pubsub.aclose()
+
     # -- jobs -------------------------------------------------------------------------------
 
     def execute(self, payload: dict[str, Any]) -> dict[str, str]:
         """Called by a Celery task thread: run the job on the engine loop and wait for it."""
         job = JobPayload.model_validate(payload)
         assert self._store is not None
-        status = self.engine.submit(run_job(job, self._store, self.engine, self.name)).result()
+        status = self.engine.submit(
+            run_job(job, self._store, self.engine, self.name, self.running)
+        ).result()
+        self._finished.append(time.monotonic())
         return {"id": job.id, "status": status.value}
+
+    def _jobs_per_s(self, window_s: float = 60.0) -> float:
+        now = time.monotonic()
+        while self._finished and self._finished[0] < now - window_s:
+            self._finished.popleft()
+        return round(len(self._finished) / min(window_s, max(1.0, now - self._started)), 3)
 
     # -- presence -----------------------------------------------------------------------------
 
     def announce(self) -> None:
         """Publish this worker as warm and consuming, and keep it fresh."""
         self.engine.submit(self._beat()).result()
-        self._heartbeat = self.engine.submit(self._beat_forever())
+        self._background.append(self.engine.submit(self._beat_forever()))
 
     async def _beat(self) -> None:
         assert self._redis is not None
         self.info.heartbeat_at = time.time()
+        self.info.jobs_running = len(self.running)
+        self.info.engine_requests = self.engine.unfinished_requests()
+        self.info.jobs_per_s = self._jobs_per_s()
         ttl = max(1, int(self.settings.heartbeat_s * 3))
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(worker_key(self.name), self.info.model_dump_json(), ex=ttl)
@@ -150,8 +192,8 @@ class WorkerRuntime:
         await self._redis.aclose()
 
     def stop(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        for task in self._background:
+            task.cancel()
         try:
             self.engine.submit(self._withdraw()).result(timeout=5)
         except Exception:  # noqa: BLE001 - shutting down anyway

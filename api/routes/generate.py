@@ -19,7 +19,7 @@ _FAILED_STATUS = {"invalid_input": 422}
 
 @router.post(
     "/generate",
-    responses={s: {"model": ErrorBody} for s in (409, 422, 503, 504)},
+    responses={s: {"model": ErrorBody} for s in (409, 413, 422, 429, 503, 504)},
 )
 async def generate(
     body: GenerateRequest,
@@ -29,7 +29,7 @@ async def generate(
     settings: SettingsDep,
 ) -> GenerateResponse:
     t0 = time.perf_counter()
-    record = await submit_job(store, celery, settings, body.to_input())
+    record, _ = await submit_job(store, celery, settings, body.to_input())
     done = await waiter.wait(record.id, settings.generate_timeout_s)
     if done is None:
         raise ApiError(503, "unavailable", f"job {record.id} disappeared (expired?)")

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+import json
+import time
+from typing import Annotated
 
-from api.deps import CeleryDep, SettingsDep, StoreDep
+from fastapi import APIRouter, Header, Request, Response, status
+
+from api.deps import CeleryDep, SettingsDep, StoreDep, WaiterDep
 from api.errors import ApiError
-from api.submit import submit_job
-from genq.schemas import ErrorBody, JobCreate, JobPublic, JobRecord
+from api.submit import request_hash, submit_job
+from genq.constants import CANCEL_CHANNEL
+from genq.schemas import ErrorBody, JobCreate, JobError, JobPublic, JobRecord, JobStatus
+from genq.store import TransitionRefused
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-_ERRORS = {404: {"model": ErrorBody}, 422: {"model": ErrorBody}, 503: {"model": ErrorBody}}
+_ERRORS = {s: {"model": ErrorBody} for s in (404, 409, 413, 422, 429, 503)}
 
 
 def public(request: Request, record: JobRecord) -> JobPublic:
@@ -26,11 +32,53 @@ async def create_job(
     store: StoreDep,
     celery: CeleryDep,
     settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JobPublic:
-    record = await submit_job(store, celery, settings, body.to_input())
+    """202 with a new job; 200 with the job an earlier request with the same
+    ``Idempotency-Key`` and body created (409 if the body differs); 429 when the queue is full."""
+    idempotency = None if idempotency_key is None else (idempotency_key, request_hash(body))
+    record, new = await submit_job(store, celery, settings, body.to_input(), idempotency)
     job = public(request, record)
     response.headers["Location"] = job.urls.get
+    if not new:
+        response.status_code = status.HTTP_200_OK
     return job
+
+
+@router.post("/{job_id}/cancel", responses=_ERRORS | {202: {"model": JobPublic}})
+async def cancel_job(
+    job_id: str,
+    request: Request,
+    response: Response,
+    store: StoreDep,
+    waiter: WaiterDep,
+    settings: SettingsDep,
+) -> JobPublic:
+    """A queued job is canceled at once and never runs (200). A running one is aborted inside the
+    engine and ends ``canceled`` with its partial output (200 once it has, 202 if it takes longer
+    than ``GENQ_CANCEL_WAIT_S``). A finished job: 409."""
+    try:
+        await store.transition(
+            job_id,
+            [JobStatus.QUEUED],
+            JobStatus.CANCELED,
+            {"completed_at": time.time(),
+             "error": JobError(type="canceled", message="canceled before it ran").model_dump()},
+        )  # fmt: skip
+    except TransitionRefused as refused:
+        if refused.current is None:
+            raise ApiError(404, "not_found", f"no job with id {job_id!r} (unknown or expired)")
+        if refused.current.is_terminal():
+            raise ApiError(409, "conflict", f"job {job_id} already {refused.current.value}")
+        # Running: every worker hears this; the one running it aborts it in its engine.
+        await store.redis.publish(CANCEL_CHANNEL, json.dumps({"id": job_id, "reason": "canceled"}))
+        record = await waiter.wait(job_id, settings.cancel_wait_s)
+        if record is None:
+            raise ApiError(404, "not_found", f"job {job_id!r} expired") from None
+        if not record.status.is_terminal():
+            response.status_code = status.HTTP_202_ACCEPTED
+        return public(request, record)
+    return public(request, await store.get(job_id))
 
 
 @router.get("/{job_id}", responses=_ERRORS)

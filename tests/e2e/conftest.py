@@ -19,7 +19,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
+from genq.constants import DEFAULT_QUEUE
 from genq.redis_server import EmbeddedRedis, free_port
 
 WORKER_READY_TIMEOUT_S = 300
@@ -118,6 +120,39 @@ def stack(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory)
     finally:
         if worker is not None:
             stop_role(worker)
+        stop_role(api)
+
+
+@dataclass
+class ParkedApi:
+    """A second API on the same Redis whose jobs go to a queue no worker consumes, until a test
+    moves them to the real one: jobs that stay queued for as long as a test needs."""
+
+    url: str
+    queue: str
+    redis_url: str
+
+    def release(self) -> int:
+        """Move every parked message to the workers' queue; returns how many."""
+        client = redis.Redis.from_url(self.redis_url)
+        moved = 0
+        while client.rpoplpush(self.queue, DEFAULT_QUEUE) is not None:
+            moved += 1
+        client.close()
+        return moved
+
+
+@pytest.fixture(scope="module")
+def parked_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ParkedApi]:
+    port = free_port()
+    env = {**os.environ, "REDIS_URL": stack.redis_url, "GENQ_API_PORT": str(port),
+           "GENQ_QUEUE": "genq.parked", "GENQ_MAX_QUEUED": "5"}  # fmt: skip
+    api = start_role("api", env, tmp_path_factory.mktemp("parked") / "api.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, 30, "parked API", api)
+        yield ParkedApi(url, "genq.parked", stack.redis_url)
+    finally:
         stop_role(api)
 
 

@@ -17,22 +17,33 @@ from redis.asyncio import Redis
 from api.waiter import JobWaiter
 from genq.redis_server import EmbeddedRedis
 from genq.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus
+from genq.constants import QUEUED_COUNT
 from genq.store import JobStore, TransitionRefused
-from worker.engine import GenerationResult, InvalidInput
-from worker.runner import run_job
+from worker.engine import GenerationResult, InvalidInput, Progress
+from worker.runner import RunningJob, run_job
 
 T = TypeVar("T")
 
 
 class FakeEngine:
-    """Answers every request with a fixed text, or raises what it was given."""
+    """Answers every request with a fixed text, or raises what it was given. With ``tokens``,
+    it streams one token every 10 ms into the progress (to be canceled mid-job)."""
 
-    def __init__(self, error: Exception | None = None):
+    def __init__(self, error: Exception | None = None, tokens: int = 0):
         self.error = error
+        self.tokens = tokens
         self.calls: list[str] = []
 
-    async def generate(self, request_id: str, job: JobInput) -> GenerationResult:
+    async def generate(
+        self, request_id: str, job: JobInput, progress: Progress | None = None
+    ) -> GenerationResult:
         self.calls.append(request_id)
+        p = progress or Progress()
+        p.prompt_tokens = 3
+        for _ in range(self.tokens):
+            await asyncio.sleep(0.01)
+            p.pieces.append("tok ")
+            p.output_tokens += 1
         await asyncio.sleep(0.01)
         if self.error is not None:
             raise self.error
@@ -167,3 +178,55 @@ def test_the_waiter_wakes_when_the_job_finishes_and_times_out_otherwise(with_sto
     assert done is JobStatus.SUCCEEDED
     assert 0.3 <= woke_after < 2.0
     assert still is JobStatus.QUEUED
+
+
+def test_a_running_job_canceled_keeps_its_partial_output(with_store) -> None:
+    async def scenario(store: JobStore, _: Redis) -> tuple[JobStatus, JobRecord]:
+        payload = await queued(store)
+        running: dict[str, RunningJob] = {}
+        job = asyncio.create_task(run_job(payload, store, FakeEngine(tokens=1000), "w1", running))
+        await asyncio.sleep(0.2)
+        running["job1"].cancel("canceled")
+        status = await job
+        assert running == {}
+        return status, await store.get("job1")
+
+    status, record = with_store(scenario)
+    assert status is JobStatus.CANCELED and record.status is JobStatus.CANCELED
+    assert record.error.type == "canceled"
+    assert record.output.finish_reason == "abort"
+    assert 1 <= record.metrics.output_tokens < 1000
+    assert record.output.text == "tok " * record.metrics.output_tokens
+
+
+def test_the_queued_count_follows_the_jobs(with_store) -> None:
+    async def scenario(store: JobStore, redis: Redis) -> list[int]:
+        counts = []
+        first = await queued(store, "a")
+        await queued(store, "b")
+        counts.append(await store.queued_count())
+        await run_job(first, store, FakeEngine(), "w1")  # a: queued -> processing -> succeeded
+        counts.append(await store.queued_count())
+        await store.transition("b", [JobStatus.QUEUED], JobStatus.CANCELED)
+        counts.append(int(await redis.get(QUEUED_COUNT)))
+        return counts
+
+    assert with_store(scenario) == [2, 1, 0]
+
+
+def test_an_idempotency_key_creates_one_job(with_store) -> None:
+    async def scenario(store: JobStore, _: Redis) -> tuple[list[str | None], int]:
+        job_input = JobCreate(prompt="x").to_input()
+
+        async def create(job_id: str) -> str | None:
+            record = JobRecord(id=job_id, status=JobStatus.QUEUED, created_at=1.0, input=job_input)
+            return await store.create(record, ("genq:idem:k1", f'{{"id": "{job_id}"}}'))
+
+        results = await asyncio.gather(*(create(f"j{i}") for i in range(10)))
+        return results, await store.queued_count()
+
+    results, count = with_store(scenario)
+    assert results.count(None) == 1  # exactly one created
+    (winner,) = [f"j{i}" for i, r in enumerate(results) if r is None]
+    assert {r for r in results if r is not None} == {f'{{"id": "{winner}"}}'}
+    assert count == 1

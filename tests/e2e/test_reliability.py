@@ -1,0 +1,126 @@
+"""Cancel, idempotent submit, overload and body limits, each done for real against the stack."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import ParkedApi, Stack, wait_for_job, wait_until
+
+pytestmark = pytest.mark.engine
+
+
+def _worker(stack: Stack) -> dict:
+    return stack.worker_info()
+
+
+def test_a_queued_job_canceled_never_runs(stack: Stack, parked_api: ParkedApi) -> None:
+    job = httpx.post(f"{parked_api.url}/v1/jobs", json={"prompt": "never", "max_tokens": 4}).json()
+    assert job["status"] == "queued"
+    response = httpx.post(f"{stack.api}/v1/jobs/{job['id']}/cancel")
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "canceled"
+    assert response.json()["error"]["type"] == "canceled"
+    # Its message still reaches a worker, which must skip it.
+    assert parked_api.release() == 1
+    time.sleep(2)
+    after = httpx.get(f"{stack.api}/v1/jobs/{job['id']}").json()
+    assert after["status"] == "canceled"
+    assert after["started_at"] is None and after["worker"] is None and after["output"] is None
+
+
+def test_a_running_job_is_aborted_inside_the_engine(stack: Stack) -> None:
+    body = {"prompt": "Count to ten thousand.", "max_tokens": 4000, "min_tokens": 4000}
+    job_id = httpx.post(f"{stack.api}/v1/jobs", json=body).json()["id"]
+    wait_until(lambda: httpx.get(f"{stack.api}/v1/jobs/{job_id}").json()["status"] == "processing",
+               30, "job started")  # fmt: skip
+    wait_until(lambda: _worker(stack)["engine_requests"] >= 1, 10, "the engine holds the request")
+    time.sleep(0.5)
+
+    t0 = time.monotonic()
+    response = httpx.post(f"{stack.api}/v1/jobs/{job_id}/cancel", timeout=30)
+    assert response.status_code == 200, response.text
+    assert time.monotonic() - t0 < 5
+    job = response.json()
+    assert job["status"] == "canceled" and job["error"]["type"] == "canceled"
+    assert job["output"]["finish_reason"] == "abort"
+    assert 0 < job["metrics"]["output_tokens"] < 4000
+    assert job["output"]["text"]
+    # The engine stopped spending on it.
+    wait_until(lambda: _worker(stack)["engine_requests"] == 0 and _worker(stack)["jobs_running"] == 0,
+               10, "the engine let go of the request")  # fmt: skip
+
+
+def test_a_finished_job_cannot_be_canceled_and_an_unknown_one_is_404(stack: Stack) -> None:
+    job_id = httpx.post(f"{stack.api}/v1/jobs", json={"prompt": "Hi", "max_tokens": 4}).json()["id"]
+    assert wait_for_job(stack.api, job_id)["status"] == "succeeded"
+    response = httpx.post(f"{stack.api}/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 409
+    assert response.json()["error"]["type"] == "conflict"
+    assert httpx.post(f"{stack.api}/v1/jobs/{'0' * 32}/cancel").status_code == 404
+
+
+def test_the_same_idempotency_key_and_body_return_the_same_job(stack: Stack) -> None:
+    body = {"prompt": "Idempotent hello", "max_tokens": 4}
+    headers = {"Idempotency-Key": f"order-{time.time_ns()}"}
+    first = httpx.post(f"{stack.api}/v1/jobs", json=body, headers=headers)
+    again = httpx.post(f"{stack.api}/v1/jobs", json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert first.json()["id"] == again.json()["id"]
+    other = httpx.post(f"{stack.api}/v1/jobs", json=body | {"max_tokens": 5}, headers=headers)
+    assert other.status_code == 409
+    assert other.json()["error"]["type"] == "idempotency_conflict"
+
+
+def test_concurrent_duplicates_make_exactly_one_job(stack: Stack) -> None:
+    body = {"prompt": "Concurrent duplicate", "max_tokens": 4}
+    headers = {"Idempotency-Key": f"dup-{time.time_ns()}"}
+    with ThreadPoolExecutor(12) as pool:
+        responses = list(pool.map(
+            lambda _: httpx.post(f"{stack.api}/v1/jobs", json=body, headers=headers), range(12)))  # fmt: skip
+    assert sorted(r.status_code for r in responses) == [200] * 11 + [202]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert wait_for_job(stack.api, responses[0].json()["id"])["status"] == "succeeded"
+
+
+def test_a_flood_is_refused_with_429_and_every_accepted_job_completes(
+    stack: Stack, parked_api: ParkedApi
+) -> None:
+    """The parked API allows 5 waiting jobs; its jobs wait until released to the worker."""
+
+    def submit(i: int) -> httpx.Response:
+        return httpx.post(f"{parked_api.url}/v1/jobs", json={"prompt": f"flood {i}", "max_tokens": 4})
+
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(submit, range(40)))
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {202, 429}, codes
+    refused = [r for r in responses if r.status_code == 429]
+    accepted = [r.json()["id"] for r in responses if r.status_code == 202]
+    assert refused and 5 <= len(accepted) <= 5 + 16  # the check races only with requests in flight
+    assert refused[0].json()["error"]["type"] == "overloaded"
+    assert int(refused[0].headers["Retry-After"]) >= 1
+    assert parked_api.release() == len(accepted)
+    for job_id in accepted:
+        assert wait_for_job(stack.api, job_id)["status"] == "succeeded"
+
+
+def test_a_body_over_the_limit_is_413(stack: Stack) -> None:
+    big = {"prompt": "x" * (2 << 20)}
+    response = httpx.post(f"{stack.api}/v1/jobs", json=big)
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "request_entity_too_large"
+
+    def chunks():  # no Content-Length: the limit counts what is read
+        yield b'{"prompt": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"}'
+
+    response = httpx.post(f"{stack.api}/v1/jobs", content=chunks(),
+                          headers={"Content-Type": "application/json"})  # fmt: skip
+    assert response.status_code == 413
+    assert "larger than" in response.json()["error"]["message"]
