@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from redis.asyncio import Redis
 
 import genq
 from api.errors import install_error_handlers
@@ -17,6 +16,7 @@ from api.limits import BodySizeLimit
 from api.routes import generate, health, jobs, workers
 from api.waiter import JobWaiter
 from genq.celery_config import make_celery
+from genq.redis_client import async_redis
 from genq.settings import ApiSettings, api_settings
 from genq.store import JobStore
 
@@ -24,7 +24,7 @@ from genq.store import JobStore
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: ApiSettings = app.state.settings
-    redis = Redis.from_url(settings.broker_url(), decode_responses=True, health_check_interval=30)
+    redis = async_redis(settings.broker_url())
     store = JobStore(redis, settings.result_ttl_s)
     waiter = JobWaiter(redis, store)
     celery = make_celery(settings, "genq-api")

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 MAX_TOKENS_LIMIT = 32_768
 MAX_STOP_SEQUENCES = 16
 MAX_MESSAGES = 256
+MAX_DEADLINE_S = 7 * 24 * 3600
 
 
 class JobStatus(str, Enum):
@@ -96,6 +97,9 @@ class JobCreate(SamplingOptions):
     prompt: str | None = Field(None, min_length=1)
     messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=MAX_MESSAGES)
     metadata: dict[str, Any] | None = None
+    # Seconds from acceptance: not started by then -> canceled unrun; running then -> aborted.
+    # The Cancel-After header says the same.
+    deadline_s: float | None = Field(None, gt=0, le=MAX_DEADLINE_S)
 
     @model_validator(mode="after")
     def _one_input(self) -> JobCreate:
@@ -109,6 +113,7 @@ class JobCreate(SamplingOptions):
             messages=self.messages,
             sampling=self.sampling(),
             metadata=self.metadata,
+            deadline_s=self.deadline_s,
         )
 
 
@@ -137,6 +142,7 @@ class JobInput(BaseModel):
     messages: list[ChatMessage] | None = None
     sampling: SamplingOptions
     metadata: dict[str, Any] | None = None
+    deadline_s: float | None = None
 
 
 class JobPayload(BaseModel):

@@ -67,6 +67,8 @@ class WorkerSettings(CommonSettings):
     warmup_prompt: str = "Warm-up: say hello."
     warmup_max_tokens: int = Field(16, ge=1)
     heartbeat_s: float = Field(5.0, gt=0)
+    # The hard limit on one job's run: past it the job is aborted (error type "deadline").
+    max_job_seconds: float = Field(3600.0, gt=0)
 
 
 class FlowerSettings(CommonSettings):

@@ -9,6 +9,8 @@ import logging
 from typing import Any
 
 from celery import Celery, signals
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from genq.celery_config import make_celery
 from genq.constants import TASK_GENERATE
@@ -28,7 +30,15 @@ app.conf.update(
 NAME = settings.worker_name or runtime.default_worker_name()
 
 
-@app.task(name=TASK_GENERATE)
+@app.task(
+    name=TASK_GENERATE,
+    # Redis unreachable for longer than the client's own retries: send the job back to the queue
+    # rather than drop it. Safe: a job runs only from "queued" (genq.store), so a copy is skipped.
+    autoretry_for=(RedisConnectionError, RedisTimeoutError),
+    retry_backoff=True,
+    retry_backoff_max=30,
+    max_retries=None,
+)
 def generate(payload: dict[str, Any]) -> dict[str, str]:
     """validate -> run on the shared engine -> persist (all in the runtime)."""
     return runtime.current().execute(payload)

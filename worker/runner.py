@@ -62,20 +62,46 @@ async def run_job(
     engine: GeneratingEngine,
     worker: str,
     running: dict[str, RunningJob] | None = None,
+    max_job_s: float | None = None,
 ) -> JobStatus:
-    """Returns the status the job ended in (or had, if another worker or a cancel got there first)."""
+    """Returns the status the job ended in (or had, if another worker or a cancel got there
+    first). A job past its deadline is canceled unrun; a running one is aborted at its deadline
+    or after ``max_job_s``, whichever comes first."""
     running = {} if running is None else running
     entry = running[payload.id] = RunningJob()
+    limit_s = [max_job_s] if max_job_s is not None else []
+    if payload.input.deadline_s is not None:
+        limit_s.append(payload.created_at + payload.input.deadline_s - time.time())
+    timer = None
+    if limit_s:
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(max(0.0, min(limit_s)), entry.cancel, "deadline")
     try:
         return await _run(payload, store, engine, worker, entry)
     finally:
         running.pop(payload.id, None)
+        if timer is not None:
+            timer.cancel()
 
 
 async def _run(
     payload: JobPayload, store: JobStore, engine: GeneratingEngine, worker: str, entry: RunningJob
 ) -> JobStatus:
     started_at = time.time()
+    deadline = payload.input.deadline_s
+    if deadline is not None and started_at > payload.created_at + deadline:
+        try:
+            await store.transition(
+                payload.id,
+                [JobStatus.QUEUED],
+                JobStatus.CANCELED,
+                {"completed_at": started_at, "error": JobError(
+                    type="deadline", message=f"not started within its deadline of {deadline:g} s"
+                ).model_dump()},
+            )  # fmt: skip
+        except TransitionRefused as refused:
+            return refused.current or JobStatus.FAILED
+        return JobStatus.CANCELED
     try:
         await store.transition(
             payload.id,
@@ -91,7 +117,7 @@ async def _run(
     queue_ms = _ms(started_at - payload.created_at)
     if entry.cancel_reason is not None:  # canceled between the claim and here
         return await _end(store, payload, JobStatus.CANCELED, queue_ms, None,
-                          JobError(type=entry.cancel_reason, message="canceled before it ran"))  # fmt: skip
+                          JobError(type=entry.cancel_reason, message=_why(entry, ran=False)))  # fmt: skip
     entry.task = asyncio.ensure_future(engine.generate(payload.id, payload.input, entry.progress))
     try:
         result = await entry.task
@@ -101,7 +127,7 @@ async def _run(
         partial = entry.progress.result()
         partial.finish_reason = "abort"
         return await _end(store, payload, JobStatus.CANCELED, queue_ms, partial,
-                          JobError(type=entry.cancel_reason, message="canceled while running"))  # fmt: skip
+                          JobError(type=entry.cancel_reason, message=_why(entry, ran=True)))  # fmt: skip
     except InvalidInput as exc:
         return await _end(store, payload, JobStatus.FAILED, queue_ms, None,
                           JobError(type="invalid_input", message=str(exc)))  # fmt: skip
@@ -114,6 +140,11 @@ async def _run(
         return await _end(store, payload, JobStatus.FAILED, queue_ms, None,
                           JobError(type="engine_error", message=f"{type(exc).__name__}: {exc}"))  # fmt: skip
     return await _end(store, payload, JobStatus.SUCCEEDED, queue_ms, result, None)
+
+
+def _why(entry: RunningJob, ran: bool) -> str:
+    what = "reached its deadline" if entry.cancel_reason == "deadline" else "canceled"
+    return f"{what} {'while running' if ran else 'before it ran'}"
 
 
 async def _end(

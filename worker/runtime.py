@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 
 from genq.constants import CANCEL_CHANNEL, WORKERS_SET, worker_key
 from genq.model import prepare_default_model
+from genq.redis_client import async_redis
 from genq.schemas import ChatMessage, JobInput, JobPayload, SamplingOptions, WorkerInfo
 from genq.settings import WorkerSettings
 from genq.store import JobStore
@@ -111,7 +112,7 @@ class WorkerRuntime:
 
     async def _connect(self) -> None:
         # The Redis client belongs to the engine loop, like every job coroutine that uses it.
-        self._redis = Redis.from_url(self.settings.broker_url(), decode_responses=True)
+        self._redis = async_redis(self.settings.broker_url())
         self._store = JobStore(self._redis, self.settings.result_ttl_s)
 
     async def _listen_for_cancels(self) -> None:
@@ -144,7 +145,8 @@ class WorkerRuntime:
         job = JobPayload.model_validate(payload)
         assert self._store is not None
         status = self.engine.submit(
-            run_job(job, self._store, self.engine, self.name, self.running)
+            run_job(job, self._store, self.engine, self.name, self.running,
+                    self.settings.max_job_seconds)  # fmt: skip
         ).result()
         self._finished.append(time.monotonic())
         return {"id": job.id, "status": status.value}

@@ -12,7 +12,7 @@ from api.deps import CeleryDep, SettingsDep, StoreDep, WaiterDep
 from api.errors import ApiError
 from api.submit import request_hash, submit_job
 from genq.constants import CANCEL_CHANNEL
-from genq.schemas import ErrorBody, JobCreate, JobError, JobPublic, JobRecord, JobStatus
+from genq.schemas import MAX_DEADLINE_S, ErrorBody, JobCreate, JobError, JobPublic, JobRecord, JobStatus
 from genq.store import TransitionRefused
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -33,9 +33,15 @@ async def create_job(
     celery: CeleryDep,
     settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header()] = None,
+    cancel_after: Annotated[float | None, Header(gt=0, le=MAX_DEADLINE_S)] = None,
 ) -> JobPublic:
     """202 with a new job; 200 with the job an earlier request with the same
-    ``Idempotency-Key`` and body created (409 if the body differs); 429 when the queue is full."""
+    ``Idempotency-Key`` and body created (409 if the body differs); 429 when the queue is full.
+    ``Cancel-After: <seconds>`` is the ``deadline_s`` field as a header."""
+    if cancel_after is not None:
+        if body.deadline_s is not None and body.deadline_s != cancel_after:
+            raise ApiError(422, "invalid_request", "Cancel-After and deadline_s disagree")
+        body.deadline_s = cancel_after
     idempotency = None if idempotency_key is None else (idempotency_key, request_hash(body))
     record, new = await submit_job(store, celery, settings, body.to_input(), idempotency)
     job = public(request, record)

@@ -35,6 +35,7 @@ class Stack:
     logs: Path
     early_job_id: str
     readyz_before_worker: httpx.Response
+    redis_server: EmbeddedRedis
 
     def worker_info(self) -> dict:
         workers = httpx.get(f"{self.api}/v1/workers").json()["workers"]
@@ -116,7 +117,8 @@ def stack(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory)
             f"worker warm (log: {logs / 'worker.log'})",
             worker,
         )
-        yield Stack(api_url, redis_server.url, worker_name, logs, early.json()["id"], readyz_before)
+        yield Stack(api_url, redis_server.url, worker_name, logs, early.json()["id"], readyz_before,
+                    redis_server)  # fmt: skip
     finally:
         if worker is not None:
             stop_role(worker)
@@ -158,7 +160,10 @@ def parked_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 def wait_for_job(api: str, job_id: str, timeout_s: float = 120) -> dict:
     def terminal() -> dict | None:
-        job = httpx.get(f"{api}/v1/jobs/{job_id}").json()
+        response = httpx.get(f"{api}/v1/jobs/{job_id}")
+        if response.status_code != 200:  # e.g. 503 while Redis restarts
+            return None
+        job = response.json()
         return job if job["status"] in ("succeeded", "failed", "canceled") else None
 
     return wait_until(terminal, timeout_s, f"job {job_id} finished")

@@ -124,3 +124,39 @@ def test_a_body_over_the_limit_is_413(stack: Stack) -> None:
                           headers={"Content-Type": "application/json"})  # fmt: skip
     assert response.status_code == 413
     assert "larger than" in response.json()["error"]["message"]
+
+
+def test_deadlines_cancel_late_jobs_unrun_and_abort_running_ones(
+    stack: Stack, parked_api: ParkedApi
+) -> None:
+    late = httpx.post(f"{parked_api.url}/v1/jobs", json={"prompt": "late", "max_tokens": 4},
+                      headers={"Cancel-After": "0.5"}).json()  # fmt: skip
+    assert late["input"]["deadline_s"] == 0.5
+    time.sleep(1.0)
+    assert parked_api.release() == 1
+    job = wait_for_job(stack.api, late["id"])
+    assert job["status"] == "canceled" and job["error"]["type"] == "deadline"
+    assert job["started_at"] is None and job["output"] is None
+
+    body = {"prompt": "Count slowly.", "max_tokens": 4000, "min_tokens": 4000, "deadline_s": 3}
+    job = wait_for_job(stack.api, httpx.post(f"{stack.api}/v1/jobs", json=body).json()["id"])
+    assert job["status"] == "canceled" and job["error"]["type"] == "deadline"
+    assert job["error"]["message"] == "reached its deadline while running"
+    assert 0 < job["metrics"]["output_tokens"] < 4000
+    assert job["metrics"]["total_ms"] < 3000 + 2000
+
+
+def test_a_redis_restart_loses_no_accepted_job(stack: Stack, parked_api: ParkedApi) -> None:
+    """Jobs accepted and waiting, then Redis stops and starts again (AOF): every job is still
+    there and completes; the API and the worker reconnect on their own."""
+    ids = [httpx.post(f"{parked_api.url}/v1/jobs", json={"prompt": f"survive {i}", "max_tokens": 4}
+                      ).json()["id"] for i in range(5)]  # fmt: skip
+    time.sleep(1.5)  # appendfsync everysec: what was accepted over a second ago is on disk
+    stack.redis_server.stop()
+    stack.redis_server.start()
+    assert parked_api.release() == 5
+    for job_id in ids:
+        assert wait_for_job(stack.api, job_id)["status"] == "succeeded"
+    wait_until(lambda: httpx.get(f"{stack.api}/readyz").status_code == 200, 30, "ready again")
+    fresh = httpx.post(f"{stack.api}/generate", json={"prompt": "Still there?", "max_tokens": 8})
+    assert fresh.status_code == 200, fresh.text

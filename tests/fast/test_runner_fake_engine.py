@@ -230,3 +230,34 @@ def test_an_idempotency_key_creates_one_job(with_store) -> None:
     (winner,) = [f"j{i}" for i, r in enumerate(results) if r is None]
     assert {r for r in results if r is not None} == {f'{{"id": "{winner}"}}'}
     assert count == 1
+
+
+def test_deadlines_cancel_a_late_job_unrun_and_abort_a_running_one(with_store) -> None:
+    async def scenario(store: JobStore, _: Redis) -> tuple[JobRecord, JobRecord, list[str]]:
+        engine = FakeEngine(tokens=1000)
+        late = await queued(store, "late")
+        late.input.deadline_s = 0.05
+        await asyncio.sleep(0.1)
+        await run_job(late, store, engine, "w1")
+        slow = await queued(store, "slow")
+        slow.input.deadline_s = 0.3
+        await run_job(slow, store, engine, "w1")
+        return await store.get("late"), await store.get("slow"), engine.calls
+
+    late, slow, calls = with_store(scenario)
+    assert calls == ["slow"]
+    assert late.status is JobStatus.CANCELED and late.error.type == "deadline"
+    assert late.started_at is None and "not started within" in late.error.message
+    assert slow.status is JobStatus.CANCELED and slow.error.type == "deadline"
+    assert slow.error.message == "reached its deadline while running"
+    assert 0 < slow.metrics.output_tokens < 1000
+
+
+def test_the_hard_job_limit_aborts_a_job(with_store) -> None:
+    async def scenario(store: JobStore, _: Redis) -> JobRecord:
+        payload = await queued(store)
+        await run_job(payload, store, FakeEngine(tokens=1000), "w1", max_job_s=0.2)
+        return await store.get("job1")
+
+    record = with_store(scenario)
+    assert record.status is JobStatus.CANCELED and record.error.type == "deadline"
