@@ -16,6 +16,13 @@ CANCEL_CHANNEL = KEY_PREFIX + "jobs:cancel"
 # Idempotency-Key -> {"id": job id, "hash": request hash}, kept as long as the job.
 IDEMPOTENCY_KEY = KEY_PREFIX + "idem:{key}"
 
+# Jobs in "processing"; each has a lease key while a live worker runs it (renewed by its
+# heartbeat). A processing job without a lease lost its worker: a janitor sends it again.
+PROCESSING_SET = KEY_PREFIX + "jobs:processing"
+LEASE_KEY = KEY_PREFIX + "lease:{job_id}"
+# Set for a while when a janitor resends a job, so that it is resent once.
+REQUEUED_KEY = KEY_PREFIX + "requeued:{job_id}"
+
 # Live workers: a set of names, and one short-lived key per worker refreshed by its heartbeat.
 WORKERS_SET = KEY_PREFIX + "workers"
 WORKER_KEY = KEY_PREFIX + "worker:{name}"
@@ -35,3 +42,7 @@ def worker_key(name: str) -> str:
 
 def idempotency_key(key: str) -> str:
     return IDEMPOTENCY_KEY.format(key=key)
+
+
+def lease_key(job_id: str) -> str:
+    return LEASE_KEY.format(job_id=job_id)

@@ -185,6 +185,7 @@ class JobRecord(BaseModel):
     output: JobOutput | None = None
     error: JobError | None = None
     worker: str | None = None
+    attempts: int = 0  # times a worker started it (more than 1: a worker died running it)
     metrics: JobMetrics = Field(default_factory=JobMetrics)
 
 
@@ -208,6 +209,7 @@ class JobPublic(BaseModel):
     output: JobOutput | None
     error: JobError | None
     worker: str | None
+    attempts: int
     metrics: JobMetrics
     urls: JobUrls
 
@@ -223,6 +225,7 @@ class JobPublic(BaseModel):
             output=record.output,
             error=record.error,
             worker=record.worker,
+            attempts=record.attempts,
             metrics=record.metrics,
             urls=JobUrls(get=get_url),
         )

@@ -69,6 +69,13 @@ class WorkerSettings(CommonSettings):
     heartbeat_s: float = Field(5.0, gt=0)
     # The hard limit on one job's run: past it the job is aborted (error type "deadline").
     max_job_seconds: float = Field(3600.0, gt=0)
+    # A job whose worker died this many times while running it is failed, not started again.
+    max_attempts: int = Field(2, ge=1)
+
+    @property
+    def lease_s(self) -> float:
+        """A running job's lease: three missed heartbeats and the job is another worker's."""
+        return 3 * self.heartbeat_s
 
 
 class FlowerSettings(CommonSettings):

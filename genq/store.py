@@ -17,11 +17,19 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from genq.constants import JOB_DONE_CHANNEL, QUEUED_COUNT, job_key
+from genq.constants import (
+    JOB_DONE_CHANNEL,
+    KEY_PREFIX,
+    PROCESSING_SET,
+    QUEUED_COUNT,
+    job_key,
+    lease_key,
+)
 from genq.schemas import JobRecord, JobStatus
 
 _JSON_FIELDS = ("input", "output", "error", "metrics")
 _FLOAT_FIELDS = ("created_at", "started_at", "completed_at")
+_INT_FIELDS = ("attempts",)
 
 # KEYS[1] the job hash, KEYS[2] the idempotency key ('' for none), KEYS[3] the queued counter.
 # ARGV: TTL seconds, idempotency value, then the record's field/value pairs.
@@ -38,10 +46,11 @@ redis.call('INCR', KEYS[3])
 return false
 """
 
-# KEYS[1] the job hash, KEYS[2] the queued counter. ARGV: allowed current statuses (space
-# separated), new status, channel to publish the job id on ('' for none), job id, TTL seconds
-# ('' to keep), then field/value pairs.
-# Returns {1, previous status} when applied, {0, current status} when refused ('' if no such job).
+# KEYS: the job hash, the queued counter, the processing set, the job's lease. ARGV: allowed
+# current statuses (space separated), new status, channel to publish the job id on ('' for none),
+# job id, TTL seconds ('' to keep), the worker that must own the job ('' for any), then
+# field/value pairs. Returns {1, previous status} when applied, {0, current status} when refused
+# ('' if no such job).
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {0, ''} end
@@ -50,11 +59,53 @@ for s in string.gmatch(ARGV[1], '%S+') do
   if s == current then allowed = true end
 end
 if not allowed then return {0, current} end
+if ARGV[6] ~= '' and redis.call('HGET', KEYS[1], 'worker') ~= ARGV[6] then return {0, current} end
 if current == 'queued' then redis.call('DECR', KEYS[2]) end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], unpack(ARGV, 6))
+if current == 'processing' and ARGV[2] ~= 'processing' then
+  redis.call('SREM', KEYS[3], ARGV[4])
+  redis.call('DEL', KEYS[4])
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], unpack(ARGV, 7))
 if ARGV[5] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
 if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return {1, current}
+"""
+
+# Claim a job for a worker: from "queued", or from "processing" whose lease lapsed (its worker
+# died). KEYS: the job hash, the queued counter, the processing set, the job's lease.
+# ARGV: worker, started_at, lease milliseconds, job id.
+# Returns {1, attempts} when claimed, {0, current status} when not.
+_CLAIM = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return {0, ''} end
+if current == 'processing' then
+  if redis.call('EXISTS', KEYS[4]) == 1 then return {0, current} end
+elseif current == 'queued' then
+  redis.call('DECR', KEYS[2])
+else
+  return {0, current}
+end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', 'processing', 'worker', ARGV[1], 'started_at', ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[4])
+redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[3])
+return {1, attempts}
+"""
+
+# Processing jobs whose lease lapsed and that no janitor resent lately. KEYS: the processing set.
+# ARGV: the key prefix, seconds before the same job may be resent again.
+_LAPSED = """
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[1] .. 'lease:' .. id) == 0 then
+    if redis.call('HGET', ARGV[1] .. 'job:' .. id, 'status') ~= 'processing' then
+      redis.call('SREM', KEYS[1], id)
+    elseif redis.call('SET', ARGV[1] .. 'requeued:' .. id, '1', 'NX', 'EX', ARGV[2]) then
+      table.insert(out, id)
+    end
+  end
+end
+return out
 """
 
 
@@ -79,6 +130,8 @@ def _decode(raw: Mapping[str, str]) -> dict[str, Any]:
             data[name] = json.loads(value)
         elif name in _FLOAT_FIELDS:
             data[name] = float(value)
+        elif name in _INT_FIELDS:
+            data[name] = int(value)
         else:
             data[name] = value
     return data
@@ -101,6 +154,8 @@ class JobStore:
         self.ttl_s = ttl_s
         self._transition = redis.register_script(_TRANSITION)
         self._create = redis.register_script(_CREATE)
+        self._claim = redis.register_script(_CLAIM)
+        self._lapsed = redis.register_script(_LAPSED)
 
     async def create(
         self, record: JobRecord, idempotency: tuple[str, str] | None = None
@@ -137,24 +192,49 @@ class JobStore:
         allowed_from: Iterable[JobStatus],
         to: JobStatus,
         fields: Mapping[str, Any] | None = None,
+        owner: str | None = None,
     ) -> JobStatus:
-        """Move the job to ``to`` and set ``fields``, atomically, if it is in ``allowed_from``.
-        Returns the status it had; raises :class:`TransitionRefused` otherwise."""
+        """Move the job to ``to`` and set ``fields``, atomically, if it is in ``allowed_from``
+        (and, with ``owner``, still held by that worker). Returns the status it had; raises
+        :class:`TransitionRefused` otherwise."""
         pairs: list[str] = []
         for name, value in _encode(fields or {}).items():
             pairs += [name, value]
         terminal = to.is_terminal()
         applied, current = await self._transition(
-            keys=[job_key(job_id), QUEUED_COUNT],
+            keys=[job_key(job_id), QUEUED_COUNT, PROCESSING_SET, lease_key(job_id)],
             args=[
                 " ".join(s.value for s in allowed_from),
                 to.value,
                 JOB_DONE_CHANNEL if terminal else "",
                 job_id,
                 str(self.ttl_s) if terminal else "",
+                owner or "",
                 *pairs,
             ],
         )
         if not int(applied):
             raise TransitionRefused(job_id, current or None)
         return JobStatus(current)
+
+    async def claim(self, job_id: str, worker: str, started_at: float, lease_s: float) -> int:
+        """Take a job to run: returns how many times it has been started, this time included.
+        Raises :class:`TransitionRefused` if it is not queued, nor processing with a lapsed lease."""
+        claimed, value = await self._claim(
+            keys=[job_key(job_id), QUEUED_COUNT, PROCESSING_SET, lease_key(job_id)],
+            args=[worker, started_at, int(lease_s * 1000), job_id],
+        )
+        if not int(claimed):
+            raise TransitionRefused(job_id, value or None)
+        return int(value)
+
+    async def renew_leases(self, job_ids: Iterable[str], worker: str, lease_s: float) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.set(lease_key(job_id), worker, px=int(lease_s * 1000))
+            await pipe.execute()
+
+    async def lapsed_jobs(self, resend_after_s: int) -> list[str]:
+        """Processing jobs whose worker died (their lease lapsed), each returned once per
+        ``resend_after_s``."""
+        return list(await self._lapsed(keys=[PROCESSING_SET], args=[KEY_PREFIX, resend_after_s]))

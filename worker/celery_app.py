@@ -14,6 +14,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from genq.celery_config import make_celery
 from genq.constants import TASK_GENERATE
+from genq.schemas import JobPayload
 from genq.settings import WorkerSettings, worker_settings
 from worker import runtime
 
@@ -44,9 +45,15 @@ def generate(payload: dict[str, Any]) -> dict[str, str]:
     return runtime.current().execute(payload)
 
 
+def _resend(payload: JobPayload) -> None:
+    """Put a job back on the queue (the janitor's way to recover a job whose worker died)."""
+    app.send_task(TASK_GENERATE, args=[payload.model_dump(mode="json")], task_id=payload.id,
+                  queue=settings.queue)  # fmt: skip
+
+
 @signals.worker_process_init.connect
 def _build_engine(**_: Any) -> None:
-    runtime.start(settings, NAME)
+    runtime.start(settings, NAME, _resend)
 
 
 @signals.worker_ready.connect

@@ -9,6 +9,7 @@ which aborts the request inside vLLM; the job then ends ``canceled`` with the ou
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class RunningJob:
     progress: Progress = field(default_factory=Progress)
     task: asyncio.Future[GenerationResult] | None = None
     cancel_reason: str | None = None
+    claimed: bool = False  # this worker holds the job's lease
 
     def cancel(self, reason: str) -> None:
         self.cancel_reason = reason
@@ -56,19 +58,27 @@ def _metrics(payload: JobPayload, queue_ms: float | None, result: GenerationResu
     return metrics
 
 
+@dataclass
+class RunOptions:
+    worker: str
+    lease_s: float = 30.0  # a job's lease; the worker's heartbeat renews it well before then
+    max_job_s: float | None = None  # hard limit on one run
+    max_attempts: int = 2  # starts after which a job whose worker keeps dying is failed
+
+
 async def run_job(
     payload: JobPayload,
     store: JobStore,
     engine: GeneratingEngine,
-    worker: str,
+    options: RunOptions,
     running: dict[str, RunningJob] | None = None,
-    max_job_s: float | None = None,
 ) -> JobStatus:
     """Returns the status the job ended in (or had, if another worker or a cancel got there
     first). A job past its deadline is canceled unrun; a running one is aborted at its deadline
     or after ``max_job_s``, whichever comes first."""
     running = {} if running is None else running
     entry = running[payload.id] = RunningJob()
+    max_job_s = options.max_job_s
     limit_s = [max_job_s] if max_job_s is not None else []
     if payload.input.deadline_s is not None:
         limit_s.append(payload.created_at + payload.input.deadline_s - time.time())
@@ -77,7 +87,7 @@ async def run_job(
         loop = asyncio.get_running_loop()
         timer = loop.call_later(max(0.0, min(limit_s)), entry.cancel, "deadline")
     try:
-        return await _run(payload, store, engine, worker, entry)
+        return await _run(payload, store, engine, options, entry)
     finally:
         running.pop(payload.id, None)
         if timer is not None:
@@ -85,7 +95,11 @@ async def run_job(
 
 
 async def _run(
-    payload: JobPayload, store: JobStore, engine: GeneratingEngine, worker: str, entry: RunningJob
+    payload: JobPayload,
+    store: JobStore,
+    engine: GeneratingEngine,
+    options: RunOptions,
+    entry: RunningJob,
 ) -> JobStatus:
     started_at = time.time()
     deadline = payload.input.deadline_s
@@ -103,21 +117,24 @@ async def _run(
             return refused.current or JobStatus.FAILED
         return JobStatus.CANCELED
     try:
-        await store.transition(
-            payload.id,
-            [JobStatus.QUEUED],
-            JobStatus.PROCESSING,
-            {"started_at": started_at, "worker": worker},
-        )
+        attempts = await store.claim(payload.id, options.worker, started_at, options.lease_s)
     except TransitionRefused as refused:
-        # Canceled while queued, expired, or a redelivery of a job that already ran: skip it.
+        # Canceled while queued, expired, run by a live worker, or a redelivery of a job that
+        # already ran: skip it.
         log.info("job %s not started: it is %s", payload.id, refused.current or "unknown")
         return refused.current or JobStatus.FAILED
+    entry.claimed = True
 
+    end = functools.partial(_end, store, payload, options.worker)
     queue_ms = _ms(started_at - payload.created_at)
+    if attempts > options.max_attempts:
+        return await end(JobStatus.FAILED, queue_ms, None, JobError(
+            type="worker_lost",
+            message=f"its worker died each of the {attempts - 1} times it ran; not retried again",
+        ))  # fmt: skip
     if entry.cancel_reason is not None:  # canceled between the claim and here
-        return await _end(store, payload, JobStatus.CANCELED, queue_ms, None,
-                          JobError(type=entry.cancel_reason, message=_why(entry, ran=False)))  # fmt: skip
+        return await end(JobStatus.CANCELED, queue_ms, None,
+                         JobError(type=entry.cancel_reason, message=_why(entry, ran=False)))  # fmt: skip
     entry.task = asyncio.ensure_future(engine.generate(payload.id, payload.input, entry.progress))
     try:
         result = await entry.task
@@ -126,20 +143,20 @@ async def _run(
             raise  # the worker itself is shutting down
         partial = entry.progress.result()
         partial.finish_reason = "abort"
-        return await _end(store, payload, JobStatus.CANCELED, queue_ms, partial,
-                          JobError(type=entry.cancel_reason, message=_why(entry, ran=True)))  # fmt: skip
+        return await end(JobStatus.CANCELED, queue_ms, partial,
+                         JobError(type=entry.cancel_reason, message=_why(entry, ran=True)))  # fmt: skip
     except InvalidInput as exc:
-        return await _end(store, payload, JobStatus.FAILED, queue_ms, None,
-                          JobError(type="invalid_input", message=str(exc)))  # fmt: skip
+        return await end(JobStatus.FAILED, queue_ms, None,
+                         JobError(type="invalid_input", message=str(exc)))  # fmt: skip
     except EngineFailed as exc:
-        await _end(store, payload, JobStatus.FAILED, queue_ms, None,
-                   JobError(type="engine_error", message=f"the engine died: {exc}"))  # fmt: skip
+        await end(JobStatus.FAILED, queue_ms, None,
+                  JobError(type="engine_error", message=f"the engine died: {exc}"))  # fmt: skip
         raise
     except Exception as exc:  # noqa: BLE001 - a job that cannot run ends failed, readably
         log.exception("job %s failed", payload.id)
-        return await _end(store, payload, JobStatus.FAILED, queue_ms, None,
-                          JobError(type="engine_error", message=f"{type(exc).__name__}: {exc}"))  # fmt: skip
-    return await _end(store, payload, JobStatus.SUCCEEDED, queue_ms, result, None)
+        return await end(JobStatus.FAILED, queue_ms, None,
+                         JobError(type="engine_error", message=f"{type(exc).__name__}: {exc}"))  # fmt: skip
+    return await end(JobStatus.SUCCEEDED, queue_ms, result, None)
 
 
 def _why(entry: RunningJob, ran: bool) -> str:
@@ -150,6 +167,7 @@ def _why(entry: RunningJob, ran: bool) -> str:
 async def _end(
     store: JobStore,
     payload: JobPayload,
+    worker: str,
     status: JobStatus,
     queue_ms: float | None,
     result: GenerationResult | None,
@@ -164,5 +182,12 @@ async def _end(
         fields["output"] = JobOutput(text=result.text, finish_reason=result.finish_reason).model_dump()
     if error is not None:
         fields["error"] = error.model_dump()
-    await store.transition(payload.id, [JobStatus.PROCESSING], status, fields)
+    try:
+        await store.transition(payload.id, [JobStatus.PROCESSING], status, fields, owner=worker)
+    except TransitionRefused as refused:
+        # Our lease lapsed (a stall longer than the lease) and another worker took the job over,
+        # or it was finished meanwhile: its record is theirs now.
+        log.warning("job %s: result not stored, the job is no longer ours (%s)", payload.id,
+                    refused.current.value if refused.current else "gone")  # fmt: skip
+        return refused.current or JobStatus.FAILED
     return status

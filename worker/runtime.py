@@ -20,6 +20,7 @@ import os
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from genq.schemas import ChatMessage, JobInput, JobPayload, SamplingOptions, Wor
 from genq.settings import WorkerSettings
 from genq.store import JobStore
 from worker.engine import Engine
-from worker.runner import RunningJob, run_job
+from worker.runner import RunningJob, RunOptions, run_job
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,25 @@ def default_worker_name() -> str:
 
 
 class WorkerRuntime:
-    def __init__(self, settings: WorkerSettings, name: str, engine: Engine, info: WorkerInfo):
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        name: str,
+        engine: Engine,
+        info: WorkerInfo,
+        resend: Callable[[JobPayload], None],
+    ):
         self.settings = settings
         self.name = name
         self.engine = engine
         self.info = info
+        self._resend = resend
+        self.options = RunOptions(
+            worker=name,
+            lease_s=settings.lease_s,
+            max_job_s=settings.max_job_seconds,
+            max_attempts=settings.max_attempts,
+        )
         self._redis: Redis | None = None
         self._store: JobStore | None = None
         self._background: list[concurrent.futures.Future[None]] = []
@@ -70,7 +85,9 @@ class WorkerRuntime:
     # -- start-up ---------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, settings: WorkerSettings, name: str) -> WorkerRuntime:
+    def start(
+        cls, settings: WorkerSettings, name: str, resend: Callable[[JobPayload], None]
+    ) -> WorkerRuntime:
         t0 = time.perf_counter()
         before_init = process_age_s()  # interpreter start, imports of genq and Celery, Celery set-up
         model = settings.model or str(prepare_default_model(settings.cache_dir))
@@ -105,7 +122,7 @@ class WorkerRuntime:
             heartbeat_at=ready_at,
         )
         log.info("worker %s warm: %s", name, startup)
-        runtime = cls(settings, name, engine, info)
+        runtime = cls(settings, name, engine, info, resend)
         engine.submit(runtime._connect()).result()
         runtime._background.append(engine.submit(runtime._listen_for_cancels()))
         return runtime
@@ -145,8 +162,7 @@ class WorkerRuntime:
         job = JobPayload.model_validate(payload)
         assert self._store is not None
         status = self.engine.submit(
-            run_job(job, self._store, self.engine, self.name, self.running,
-                    self.settings.max_job_seconds)  # fmt: skip
+            run_job(job, self._store, self.engine, self.options, self.running)
         ).result()
         self._finished.append(time.monotonic())
         return {"id": job.id, "status": status.value}
@@ -166,6 +182,9 @@ class WorkerRuntime:
 
     async def _beat(self) -> None:
         assert self._redis is not None
+        claimed = [job_id for job_id, job in self.running.items() if job.claimed]
+        if claimed:
+            await self._store.renew_leases(claimed, self.name, self.settings.lease_s)
         self.info.heartbeat_at = time.time()
         self.info.jobs_running = len(self.running)
         self.info.engine_requests = self.engine.unfinished_requests()
@@ -181,8 +200,22 @@ class WorkerRuntime:
             await asyncio.sleep(self.settings.heartbeat_s)
             try:
                 await self._beat()
+                await self._recover_lapsed()
             except Exception:  # noqa: BLE001 - Redis may be restarting; the next beat retries
                 log.warning("heartbeat failed", exc_info=True)
+
+    async def _recover_lapsed(self) -> None:
+        """The janitor: a processing job whose lease lapsed lost its worker; send it again (the
+        first worker to claim it runs it; ``attempts`` counts the starts)."""
+        assert self._store is not None
+        resend_after_s = max(10, int(self.settings.lease_s * 2))
+        for job_id in await self._store.lapsed_jobs(resend_after_s):
+            record = await self._store.get(job_id)
+            if record is None:
+                continue
+            payload = JobPayload(id=record.id, input=record.input, created_at=record.created_at)
+            await asyncio.get_running_loop().run_in_executor(None, self._resend, payload)
+            log.warning("job %s lost its worker %s; sent again", job_id, record.worker)
 
     async def _withdraw(self) -> None:
         if self._redis is None:
@@ -207,10 +240,10 @@ _runtime: WorkerRuntime | None = None
 _startup_error: BaseException | None = None
 
 
-def start(settings: WorkerSettings, name: str) -> None:
+def start(settings: WorkerSettings, name: str, resend: Callable[[JobPayload], None]) -> None:
     global _runtime, _startup_error  # noqa: PLW0603 - one engine per process, by design
     try:
-        _runtime = WorkerRuntime.start(settings, name)
+        _runtime = WorkerRuntime.start(settings, name, resend)
     except BaseException as exc:  # noqa: BLE001 - re-raised by current() in the pool
         log.exception("worker start-up failed")
         _startup_error = exc

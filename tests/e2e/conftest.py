@@ -33,9 +33,25 @@ class Stack:
     redis_url: str
     worker_name: str
     logs: Path
-    early_job_id: str
-    readyz_before_worker: httpx.Response
+    env: dict[str, str]
     redis_server: EmbeddedRedis
+    early_job_id: str = ""
+    readyz_before_worker: httpx.Response | None = None
+    worker: subprocess.Popen[bytes] | None = None
+    first_worker: dict | None = None  # the session's first worker, as it announced itself
+
+    def start_worker(self, name: str | None = None) -> None:
+        """Start a worker (under a new name, if given) and wait until it is warm."""
+        if name is not None:
+            self.worker_name = name
+        env = self.env | {"GENQ_WORKER_NAME": self.worker_name}
+        self.worker = start_role("worker", env, self.logs / f"{self.worker_name}.log")
+
+        def warm() -> bool:
+            workers = httpx.get(f"{self.api}/v1/workers").json()["workers"]
+            return any(w["name"] == self.worker_name for w in workers)
+
+        wait_until(warm, WORKER_READY_TIMEOUT_S, f"worker warm (logs: {self.logs})", self.worker)
 
     def worker_info(self) -> dict:
         workers = httpx.get(f"{self.api}/v1/workers").json()["workers"]
@@ -99,29 +115,24 @@ def stack(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory)
     }
     api_url = f"http://127.0.0.1:{port}"
     api = start_role("api", env, logs / "api.log")
-    worker = None
+    stack = Stack(api_url, redis_server.url, worker_name, logs, env, redis_server)
     try:
         wait_until(
             lambda: httpx.get(f"{api_url}/healthz").status_code == 200, 30, "API start", api
         )
-        readyz_before = httpx.get(f"{api_url}/readyz")
+        stack.readyz_before_worker = httpx.get(f"{api_url}/readyz")
         early = httpx.post(
             f"{api_url}/v1/jobs",
             json={"prompt": "Queued before any worker was warm.", "max_tokens": 8},
         )
         assert early.status_code == 202, early.text
-        worker = start_role("worker", env, logs / "worker.log")
-        wait_until(
-            lambda: httpx.get(f"{api_url}/readyz").status_code == 200,
-            WORKER_READY_TIMEOUT_S,
-            f"worker warm (log: {logs / 'worker.log'})",
-            worker,
-        )
-        yield Stack(api_url, redis_server.url, worker_name, logs, early.json()["id"], readyz_before,
-                    redis_server)  # fmt: skip
+        stack.early_job_id = early.json()["id"]
+        stack.start_worker()
+        stack.first_worker = stack.worker_info()
+        yield stack
     finally:
-        if worker is not None:
-            stop_role(worker)
+        if stack.worker is not None:
+            stop_role(stack.worker)
         stop_role(api)
 
 

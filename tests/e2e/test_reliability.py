@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import httpx
 import pytest
@@ -11,6 +14,10 @@ import pytest
 from tests.e2e.conftest import ParkedApi, Stack, wait_for_job, wait_until
 
 pytestmark = pytest.mark.engine
+
+
+def ts(value: str) -> float:
+    return datetime.fromisoformat(value).timestamp()
 
 
 def _worker(stack: Stack) -> dict:
@@ -160,3 +167,28 @@ def test_a_redis_restart_loses_no_accepted_job(stack: Stack, parked_api: ParkedA
     wait_until(lambda: httpx.get(f"{stack.api}/readyz").status_code == 200, 30, "ready again")
     fresh = httpx.post(f"{stack.api}/generate", json={"prompt": "Still there?", "max_tokens": 8})
     assert fresh.status_code == 200, fresh.text
+
+
+def test_a_worker_killed_mid_job_loses_nothing(stack: Stack) -> None:
+    """kill -9 the worker (and its engine) mid-generation; a new worker comes up warm, finds the
+    job's lapsed lease, and runs it to the end: one record, two starts, never two at once."""
+    body = {"prompt": "Tell a long tale.", "max_tokens": 400, "min_tokens": 400}
+    job_id = httpx.post(f"{stack.api}/v1/jobs", json=body).json()["id"]
+    wait_until(lambda: httpx.get(f"{stack.api}/v1/jobs/{job_id}").json()["status"] == "processing",
+               30, "job started")  # fmt: skip
+    first = httpx.get(f"{stack.api}/v1/jobs/{job_id}").json()
+    time.sleep(1)
+    os.killpg(stack.worker.pid, signal.SIGKILL)
+    stack.worker.wait()
+    wait_until(lambda: httpx.get(f"{stack.api}/readyz").status_code == 503, 15, "worker gone")
+    assert httpx.get(f"{stack.api}/v1/jobs/{job_id}").json()["status"] == "processing"
+
+    stack.start_worker(name=f"genq-test-replacement-{os.getpid()}@localhost")
+    warm_at = stack.worker_info()["ready_at"]
+    job = wait_for_job(stack.api, job_id, timeout_s=150)
+    assert job["status"] == "succeeded", job
+    assert job["attempts"] == 2
+    assert job["worker"] == stack.worker_name != first["worker"]
+    assert job["metrics"]["output_tokens"] == 400
+    assert ts(job["started_at"]) >= warm_at  # the second run began on the new, warm worker
+    assert ts(job["completed_at"]) - warm_at < 120

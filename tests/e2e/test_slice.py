@@ -117,7 +117,7 @@ def test_a_job_queued_before_any_worker_was_warm_runs_after_warm_up(stack: Stack
     assert stack.readyz_before_worker.json()["error"]["type"] == "not_ready"
     job = wait_for_job(stack.api, stack.early_job_id)
     assert job["status"] == "succeeded", job
-    info = stack.worker_info()
+    info = stack.first_worker
     assert ts(job["started_at"]) >= info["ready_at"]
     assert job["metrics"]["queue_ms"] > 1000 * (info["ready_at"] - ts(job["created_at"])) - 2
 

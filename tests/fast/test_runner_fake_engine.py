@@ -20,7 +20,7 @@ from genq.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus
 from genq.constants import QUEUED_COUNT
 from genq.store import JobStore, TransitionRefused
 from worker.engine import GenerationResult, InvalidInput, Progress
-from worker.runner import RunningJob, run_job
+from worker.runner import RunningJob, RunOptions, run_job
 
 T = TypeVar("T")
 
@@ -87,7 +87,7 @@ async def queued(store: JobStore, job_id: str = "job1") -> JobPayload:
 def test_a_job_runs_and_its_result_and_latencies_are_stored(with_store) -> None:
     async def scenario(store: JobStore, redis: Redis) -> JobRecord:
         payload = await queued(store)
-        assert await run_job(payload, store, FakeEngine(), "w1") is JobStatus.SUCCEEDED
+        assert await run_job(payload, store, FakeEngine(), RunOptions("w1")) is JobStatus.SUCCEEDED
         assert await redis.ttl("genq:job:job1") > 0
         return await store.get("job1")
 
@@ -106,7 +106,7 @@ def test_input_the_engine_refuses_fails_the_job_readably(with_store) -> None:
     async def scenario(store: JobStore, _: Redis) -> JobRecord:
         payload = await queued(store)
         engine = FakeEngine(InvalidInput("prompt has 9000 tokens; the model takes 8192"))
-        assert await run_job(payload, store, engine, "w1") is JobStatus.FAILED
+        assert await run_job(payload, store, engine, RunOptions("w1")) is JobStatus.FAILED
         return await store.get("job1")
 
     record = with_store(scenario)
@@ -119,7 +119,7 @@ def test_input_the_engine_refuses_fails_the_job_readably(with_store) -> None:
 def test_an_engine_crash_mid_job_fails_the_job_readably(with_store) -> None:
     async def scenario(store: JobStore, _: Redis) -> JobRecord:
         payload = await queued(store)
-        assert await run_job(payload, store, FakeEngine(RuntimeError("boom")), "w1") is JobStatus.FAILED
+        assert await run_job(payload, store, FakeEngine(RuntimeError("boom")), RunOptions("w1")) is JobStatus.FAILED
         return await store.get("job1")
 
     record = with_store(scenario)
@@ -131,8 +131,8 @@ def test_a_job_that_already_left_the_queue_is_not_run_again(with_store) -> None:
     async def scenario(store: JobStore, _: Redis) -> tuple[list[str], JobStatus, JobStatus]:
         payload = await queued(store)
         engine = FakeEngine()
-        first = await run_job(payload, store, engine, "w1")
-        again = await run_job(payload, store, engine, "w2")  # a redelivered message
+        first = await run_job(payload, store, engine, RunOptions("w1"))
+        again = await run_job(payload, store, engine, RunOptions("w2"))  # a redelivered message
         return engine.calls, first, again
 
     calls, first, again = with_store(scenario)
@@ -164,7 +164,7 @@ def test_the_waiter_wakes_when_the_job_finishes_and_times_out_otherwise(with_sto
 
             async def finish_later() -> None:
                 await asyncio.sleep(0.3)
-                await run_job(payload, store, FakeEngine(), "w1")
+                await run_job(payload, store, FakeEngine(), RunOptions("w1"))
 
             t0 = time.monotonic()
             _, done = await asyncio.gather(finish_later(), waiter.wait("job1", 10))
@@ -184,7 +184,7 @@ def test_a_running_job_canceled_keeps_its_partial_output(with_store) -> None:
     async def scenario(store: JobStore, _: Redis) -> tuple[JobStatus, JobRecord]:
         payload = await queued(store)
         running: dict[str, RunningJob] = {}
-        job = asyncio.create_task(run_job(payload, store, FakeEngine(tokens=1000), "w1", running))
+        job = asyncio.create_task(run_job(payload, store, FakeEngine(tokens=1000), RunOptions("w1"), running))
         await asyncio.sleep(0.2)
         running["job1"].cancel("canceled")
         status = await job
@@ -205,7 +205,7 @@ def test_the_queued_count_follows_the_jobs(with_store) -> None:
         first = await queued(store, "a")
         await queued(store, "b")
         counts.append(await store.queued_count())
-        await run_job(first, store, FakeEngine(), "w1")  # a: queued -> processing -> succeeded
+        await run_job(first, store, FakeEngine(), RunOptions("w1"))  # a: queued -> processing -> succeeded
         counts.append(await store.queued_count())
         await store.transition("b", [JobStatus.QUEUED], JobStatus.CANCELED)
         counts.append(int(await redis.get(QUEUED_COUNT)))
@@ -238,10 +238,10 @@ def test_deadlines_cancel_a_late_job_unrun_and_abort_a_running_one(with_store) -
         late = await queued(store, "late")
         late.input.deadline_s = 0.05
         await asyncio.sleep(0.1)
-        await run_job(late, store, engine, "w1")
+        await run_job(late, store, engine, RunOptions("w1"))
         slow = await queued(store, "slow")
         slow.input.deadline_s = 0.3
-        await run_job(slow, store, engine, "w1")
+        await run_job(slow, store, engine, RunOptions("w1"))
         return await store.get("late"), await store.get("slow"), engine.calls
 
     late, slow, calls = with_store(scenario)
@@ -256,8 +256,45 @@ def test_deadlines_cancel_a_late_job_unrun_and_abort_a_running_one(with_store) -
 def test_the_hard_job_limit_aborts_a_job(with_store) -> None:
     async def scenario(store: JobStore, _: Redis) -> JobRecord:
         payload = await queued(store)
-        await run_job(payload, store, FakeEngine(tokens=1000), "w1", max_job_s=0.2)
+        await run_job(payload, store, FakeEngine(tokens=1000), RunOptions("w1", max_job_s=0.2))
         return await store.get("job1")
 
     record = with_store(scenario)
     assert record.status is JobStatus.CANCELED and record.error.type == "deadline"
+
+
+def test_a_job_whose_worker_died_is_found_claimed_again_and_counted(with_store) -> None:
+    async def scenario(store: JobStore, _: Redis) -> None:
+        payload = await queued(store)
+        assert await store.claim("job1", "dead", time.time(), lease_s=0.2) == 1
+        # While the lease lives, no one else may take it, and the janitor leaves it alone.
+        with pytest.raises(TransitionRefused):
+            await store.claim("job1", "w2", time.time(), lease_s=5)
+        assert await store.lapsed_jobs(resend_after_s=10) == []
+        await asyncio.sleep(0.3)
+        assert await store.lapsed_jobs(resend_after_s=10) == ["job1"]
+        assert await store.lapsed_jobs(resend_after_s=10) == []  # resent once
+        status = await run_job(payload, store, FakeEngine(), RunOptions("w2"))
+        assert status is JobStatus.SUCCEEDED
+        record = await store.get("job1")
+        assert (record.worker, record.attempts) == ("w2", 2)
+        # The dead worker, were it only stalled, cannot overwrite the result.
+        with pytest.raises(TransitionRefused):
+            await store.transition("job1", [JobStatus.PROCESSING], JobStatus.FAILED, owner="dead")
+
+    with_store(scenario)
+
+
+def test_a_job_that_keeps_killing_its_worker_is_failed(with_store) -> None:
+    async def scenario(store: JobStore, _: Redis) -> JobRecord:
+        payload = await queued(store)
+        for _ in range(2):
+            await store.claim("job1", "dead", time.time(), lease_s=0.05)
+            await asyncio.sleep(0.1)
+        engine = FakeEngine()
+        assert await run_job(payload, store, engine, RunOptions("w3", max_attempts=2)) is JobStatus.FAILED
+        assert engine.calls == []
+        return await store.get("job1")
+
+    record = with_store(scenario)
+    assert record.error.type == "worker_lost" and record.attempts == 3
