@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.genq-installed
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 WORKER_EXTRA := $(if $(HAS_GPU),worker-gpu,worker-cpu)
 
-.PHONY: install model run test test-fast clean
+.PHONY: install model run test test-fast lint clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: model
 
 test-fast: install
 	$(BIN)/python -m pytest tests/fast
+
+lint: install
+	$(BIN)/ruff format --check genq api worker tests ops
+	$(BIN)/ruff check genq api worker tests ops
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

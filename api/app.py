@@ -29,8 +29,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     waiter = JobWaiter(redis, store)
     celery = make_celery(settings, "genq-api")
     app.state.redis, app.state.store, app.state.waiter, app.state.celery = (
-        redis, store, waiter, celery,
-    )  # fmt: skip
+        redis,
+        store,
+        waiter,
+        celery,
+    )
     await waiter.start()
     try:
         yield

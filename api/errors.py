@@ -20,9 +20,7 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    def __init__(
-        self, status: int, type: str, message: str, headers: dict[str, str] | None = None
-    ):
+    def __init__(self, status: int, type: str, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status = status
         self.type = type
@@ -84,9 +82,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
         log.warning("Redis unavailable: %s", exc)
         return error_response(
-            503, "unavailable", "the job store is unreachable; retry shortly",
+            503,
+            "unavailable",
+            "the job store is unreachable; retry shortly",
             headers={"Retry-After": "1"},
-        )  # fmt: skip
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

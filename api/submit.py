@@ -75,8 +75,11 @@ async def submit_job(
     if idempotency is not None:
         key, digest = idempotency
         if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_CHARS:
-            raise ApiError(422, "invalid_request",
-                           f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters")  # fmt: skip
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
+            )
         idem_key = idempotency_key(key)
         idem = (idem_key, json.dumps({"id": record.id, "hash": digest}))
         if (existing := await store.redis.get(idem_key)) is not None:
@@ -101,17 +104,21 @@ async def submit_job(
         # Not accepted: remove the record so nothing half-made is left behind.
         log.warning("could not enqueue job %s: %s", record.id, exc)
         await store.discard(record.id, idem_key)
-        raise ApiError(503, "unavailable", "the queue is unreachable; retry shortly",
-                       {"Retry-After": "1"}) from exc  # fmt: skip
+        raise ApiError(
+            503, "unavailable", "the queue is unreachable; retry shortly", {"Retry-After": "1"}
+        ) from exc
     return record, True
 
 
 async def _existing(store: JobStore, existing: str, idempotency: tuple[str, str]) -> JobRecord:
     first = json.loads(existing)
     if first["hash"] != idempotency[1]:
-        raise ApiError(409, "idempotency_conflict",
-                       f"Idempotency-Key {idempotency[0]!r} was used for a different request "
-                       f"(job {first['id']})")  # fmt: skip
+        raise ApiError(
+            409,
+            "idempotency_conflict",
+            f"Idempotency-Key {idempotency[0]!r} was used for a different request "
+            f"(job {first['id']})",
+        )
     record = await store.get(first["id"])
     if record is None:
         raise ApiError(404, "not_found", f"job {first['id']} of this Idempotency-Key has expired")

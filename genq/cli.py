@@ -61,9 +61,14 @@ def cmd_worker(_: argparse.Namespace) -> int:
 def cmd_flower(_: argparse.Namespace) -> int:
     settings = FlowerSettings()
     argv = [
-        sys.executable, "-m", "celery", f"--broker={settings.broker_url()}", "flower",
-        f"--address={settings.flower_host}", f"--port={settings.flower_port}",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "celery",
+        f"--broker={settings.broker_url()}",
+        "flower",
+        f"--address={settings.flower_host}",
+        f"--port={settings.flower_port}",
+    ]
     if settings.flower_basic_auth is not None:
         argv.append(f"--basic-auth={settings.flower_basic_auth.get_secret_value()}")
     os.execv(sys.executable, argv)
@@ -108,9 +113,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="genq", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="Redis (embedded unless REDIS_URL), worker, API, Flower").set_defaults(
-        fn=cmd_up
-    )
+    sub.add_parser(
+        "up", help="Redis (embedded unless REDIS_URL), worker, API, Flower"
+    ).set_defaults(fn=cmd_up)
     sub.add_parser("api", help="the HTTP API (uvicorn)").set_defaults(fn=cmd_api)
     sub.add_parser("worker", help="a Celery worker with a warm vLLM engine").set_defaults(
         fn=cmd_worker

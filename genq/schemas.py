@@ -87,7 +87,9 @@ class SamplingOptions(BaseModel):
 
     def sampling(self) -> SamplingOptions:
         """Only the sampling fields, as their own model (for subclasses that add inputs)."""
-        return SamplingOptions.model_validate(self.model_dump(include=set(SamplingOptions.model_fields)))
+        return SamplingOptions.model_validate(
+            self.model_dump(include=set(SamplingOptions.model_fields))
+        )
 
 
 class JobCreate(SamplingOptions):

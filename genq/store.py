@@ -115,7 +115,9 @@ def _encode(fields: Mapping[str, Any]) -> dict[str, str]:
         if value is None:
             continue
         if name in _JSON_FIELDS:
-            out[name] = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+            out[name] = (
+                value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+            )
         elif isinstance(value, JobStatus):
             out[name] = value.value
         else:

@@ -102,8 +102,9 @@ def run(settings: UpSettings) -> int:
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         print(f"genq: API     {api_url}  (docs: {api_url}/docs)", flush=True)
         print(f"genq: Flower  http://{settings.flower_host}:{settings.flower_port}", flush=True)
-        print("genq: the worker is loading and warming its model; Ctrl-C stops everything",
-              flush=True)  # fmt: skip
+        print(
+            "genq: the worker is loading and warming its model; Ctrl-C stops everything", flush=True
+        )
         return _supervise(children, api_url)
     except _Stop as stop:
         print(f"genq: {stop}: stopping", flush=True)
@@ -140,6 +141,9 @@ def _supervise(children: list[Child], api_url: str) -> int:
             except httpx.HTTPError:
                 ready = False
             if ready:
-                print(f"genq: ready. Try:\n  curl -X POST {api_url}/generate "
-                      "-H 'Content-Type: application/json' "
-                      "-d '{\"prompt\": \"What is the capital of France?\"}'", flush=True)  # fmt: skip
+                print(
+                    f"genq: ready. Try:\n  curl -X POST {api_url}/generate "
+                    "-H 'Content-Type: application/json' "
+                    '-d \'{"prompt": "What is the capital of France?"}\'',
+                    flush=True,
+                )

@@ -47,8 +47,12 @@ def generate(payload: dict[str, Any]) -> dict[str, str]:
 
 def _resend(payload: JobPayload) -> None:
     """Put a job back on the queue (the janitor's way to recover a job whose worker died)."""
-    app.send_task(TASK_GENERATE, args=[payload.model_dump(mode="json")], task_id=payload.id,
-                  queue=settings.queue)  # fmt: skip
+    app.send_task(
+        TASK_GENERATE,
+        args=[payload.model_dump(mode="json")],
+        task_id=payload.id,
+        queue=settings.queue,
+    )
 
 
 @signals.worker_process_init.connect

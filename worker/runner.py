@@ -45,8 +45,12 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
-def _metrics(payload: JobPayload, queue_ms: float | None, result: GenerationResult | None,
-             completed_at: float) -> JobMetrics:  # fmt: skip
+def _metrics(
+    payload: JobPayload,
+    queue_ms: float | None,
+    result: GenerationResult | None,
+    completed_at: float,
+) -> JobMetrics:
     metrics = JobMetrics(queue_ms=queue_ms, total_ms=_ms(completed_at - payload.created_at))
     if result is not None:
         metrics.ttft_ms = _ms(result.ttft_s)
@@ -109,10 +113,14 @@ async def _run(
                 payload.id,
                 [JobStatus.QUEUED],
                 JobStatus.CANCELED,
-                {"completed_at": started_at, "error": JobError(
-                    type="deadline", message=f"not started within its deadline of {deadline:g} s"
-                ).model_dump()},
-            )  # fmt: skip
+                {
+                    "completed_at": started_at,
+                    "error": JobError(
+                        type="deadline",
+                        message=f"not started within its deadline of {deadline:g} s",
+                    ).model_dump(),
+                },
+            )
         except TransitionRefused as refused:
             return refused.current or JobStatus.FAILED
         return JobStatus.CANCELED
@@ -128,13 +136,22 @@ async def _run(
     end = functools.partial(_end, store, payload, options.worker)
     queue_ms = _ms(started_at - payload.created_at)
     if attempts > options.max_attempts:
-        return await end(JobStatus.FAILED, queue_ms, None, JobError(
-            type="worker_lost",
-            message=f"its worker died each of the {attempts - 1} times it ran; not retried again",
-        ))  # fmt: skip
+        return await end(
+            JobStatus.FAILED,
+            queue_ms,
+            None,
+            JobError(
+                type="worker_lost",
+                message=f"its worker died each of the {attempts - 1} times it ran; not retried again",
+            ),
+        )
     if entry.cancel_reason is not None:  # canceled between the claim and here
-        return await end(JobStatus.CANCELED, queue_ms, None,
-                         JobError(type=entry.cancel_reason, message=_why(entry, ran=False)))  # fmt: skip
+        return await end(
+            JobStatus.CANCELED,
+            queue_ms,
+            None,
+            JobError(type=entry.cancel_reason, message=_why(entry, ran=False)),
+        )
     entry.task = asyncio.ensure_future(engine.generate(payload.id, payload.input, entry.progress))
     try:
         result = await entry.task
@@ -143,19 +160,32 @@ async def _run(
             raise  # the worker itself is shutting down
         partial = entry.progress.result()
         partial.finish_reason = "abort"
-        return await end(JobStatus.CANCELED, queue_ms, partial,
-                         JobError(type=entry.cancel_reason, message=_why(entry, ran=True)))  # fmt: skip
+        return await end(
+            JobStatus.CANCELED,
+            queue_ms,
+            partial,
+            JobError(type=entry.cancel_reason, message=_why(entry, ran=True)),
+        )
     except InvalidInput as exc:
-        return await end(JobStatus.FAILED, queue_ms, None,
-                         JobError(type="invalid_input", message=str(exc)))  # fmt: skip
+        return await end(
+            JobStatus.FAILED, queue_ms, None, JobError(type="invalid_input", message=str(exc))
+        )
     except EngineFailed as exc:
-        await end(JobStatus.FAILED, queue_ms, None,
-                  JobError(type="engine_error", message=f"the engine died: {exc}"))  # fmt: skip
+        await end(
+            JobStatus.FAILED,
+            queue_ms,
+            None,
+            JobError(type="engine_error", message=f"the engine died: {exc}"),
+        )
         raise
     except Exception as exc:  # noqa: BLE001 - a job that cannot run ends failed, readably
         log.exception("job %s failed", payload.id)
-        return await end(JobStatus.FAILED, queue_ms, None,
-                         JobError(type="engine_error", message=f"{type(exc).__name__}: {exc}"))  # fmt: skip
+        return await end(
+            JobStatus.FAILED,
+            queue_ms,
+            None,
+            JobError(type="engine_error", message=f"{type(exc).__name__}: {exc}"),
+        )
     return await end(JobStatus.SUCCEEDED, queue_ms, result, None)
 
 
@@ -179,7 +209,9 @@ async def _end(
         "metrics": _metrics(payload, queue_ms, result, completed_at).model_dump(),
     }
     if result is not None:
-        fields["output"] = JobOutput(text=result.text, finish_reason=result.finish_reason).model_dump()
+        fields["output"] = JobOutput(
+            text=result.text, finish_reason=result.finish_reason
+        ).model_dump()
     if error is not None:
         fields["error"] = error.model_dump()
     try:
@@ -187,7 +219,10 @@ async def _end(
     except TransitionRefused as refused:
         # Our lease lapsed (a stall longer than the lease) and another worker took the job over,
         # or it was finished meanwhile: its record is theirs now.
-        log.warning("job %s: result not stored, the job is no longer ours (%s)", payload.id,
-                    refused.current.value if refused.current else "gone")  # fmt: skip
+        log.warning(
+            "job %s: result not stored, the job is no longer ours (%s)",
+            payload.id,
+            refused.current.value if refused.current else "gone",
+        )
         return refused.current or JobStatus.FAILED
     return status

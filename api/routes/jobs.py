@@ -12,7 +12,15 @@ from api.deps import CeleryDep, SettingsDep, StoreDep, WaiterDep
 from api.errors import ApiError
 from api.submit import request_hash, submit_job
 from genq.constants import CANCEL_CHANNEL
-from genq.schemas import MAX_DEADLINE_S, ErrorBody, JobCreate, JobError, JobPublic, JobRecord, JobStatus
+from genq.schemas import (
+    MAX_DEADLINE_S,
+    ErrorBody,
+    JobCreate,
+    JobError,
+    JobPublic,
+    JobRecord,
+    JobStatus,
+)
 from genq.store import TransitionRefused
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -68,9 +76,11 @@ async def cancel_job(
             job_id,
             [JobStatus.QUEUED],
             JobStatus.CANCELED,
-            {"completed_at": time.time(),
-             "error": JobError(type="canceled", message="canceled before it ran").model_dump()},
-        )  # fmt: skip
+            {
+                "completed_at": time.time(),
+                "error": JobError(type="canceled", message="canceled before it ran").model_dump(),
+            },
+        )
     except TransitionRefused as refused:
         if refused.current is None:
             raise ApiError(404, "not_found", f"no job with id {job_id!r} (unknown or expired)")

@@ -51,27 +51,54 @@ def pct(values: list[float], q: float) -> float:
 
 
 def make_prompts(n: int, tokens: int) -> list[dict]:
-    topics = ["a lighthouse", "the sea", "a clockmaker", "a city at night", "a long journey",
-              "a garden", "the mountains", "an old library"]  # fmt: skip
+    topics = [
+        "a lighthouse",
+        "the sea",
+        "a clockmaker",
+        "a city at night",
+        "a long journey",
+        "a garden",
+        "the mountains",
+        "an old library",
+    ]
     return [
-        {"prompt": f"Write story number {i} about {topics[i % len(topics)]}.",
-         "max_tokens": tokens, "min_tokens": tokens}
+        {
+            "prompt": f"Write story number {i} about {topics[i % len(topics)]}.",
+            "max_tokens": tokens,
+            "min_tokens": tokens,
+        }
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
-def run_offline(model: str, prompts_file: Path, max_num_seqs: int, engine_args: str, seed_n: int) -> dict:
+def run_offline(
+    model: str, prompts_file: Path, max_num_seqs: int, engine_args: str, seed_n: int
+) -> dict:
     out = subprocess.run(
-        [sys.executable, str(ROOT / "ops/bench/offline.py"), "--model", model,
-         "--prompts-file", str(prompts_file), "--max-num-seqs", str(max_num_seqs),
-         "--engine-args", engine_args, "--seed-requests", str(seed_n), "--chat"],
-        capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "ops/bench/offline.py"),
+            "--model",
+            model,
+            "--prompts-file",
+            str(prompts_file),
+            "--max-num-seqs",
+            str(max_num_seqs),
+            "--engine-args",
+            engine_args,
+            "--seed-requests",
+            str(seed_n),
+            "--chat",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"offline run failed:\n{out.stderr[-4000:]}")
     marker = "GENQ-BENCH-RESULT "
     (line,) = [ln for ln in out.stdout.splitlines() if ln.startswith(marker)]
-    return json.loads(line[len(marker):])
+    return json.loads(line[len(marker) :])
 
 
 class Stack:
@@ -81,16 +108,26 @@ class Stack:
         self.redis = EmbeddedRedis(workdir).start()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "REDIS_URL": self.redis.url, "GENQ_API_PORT": str(self.port),
-                    "GENQ_WORKER_CONCURRENCY": str(worker_concurrency),
-                    "GENQ_ENGINE_ARGS": engine_args, "GENQ_LOG_LEVEL": "WARNING"}  # fmt: skip
+        self.env = {
+            **os.environ,
+            "REDIS_URL": self.redis.url,
+            "GENQ_API_PORT": str(self.port),
+            "GENQ_WORKER_CONCURRENCY": str(worker_concurrency),
+            "GENQ_ENGINE_ARGS": engine_args,
+            "GENQ_LOG_LEVEL": "WARNING",
+        }
         self.logs = workdir
         self.procs = [self._start("api"), self._start("worker")]
 
     def _start(self, role: str) -> subprocess.Popen:
         with (self.logs / f"{role}.log").open("wb") as log:
-            return subprocess.Popen([sys.executable, "-m", "genq.cli", role], env=self.env,
-                                    stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+            return subprocess.Popen(
+                [sys.executable, "-m", "genq.cli", role],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
 
     def wait_ready(self, timeout_s: float = 600) -> None:
         deadline = time.monotonic() + timeout_s
@@ -152,7 +189,10 @@ def run_genq(url: str, jobs: list[dict], concurrency: int) -> dict:
     completed = [datetime.fromisoformat(r["completed_at"]).timestamp() for r in records]
     tokens = sum(m["output_tokens"] for m in metrics)
     return {
-        "concurrency": concurrency, "jobs": len(jobs), "seconds": wall, "output_tokens": tokens,
+        "concurrency": concurrency,
+        "jobs": len(jobs),
+        "seconds": wall,
+        "output_tokens": tokens,
         # first accepted -> last stored: throughput as the server sees it, without the client
         "server_seconds": max(completed) - min(created),
         "latency_s": latencies,
@@ -163,11 +203,13 @@ def run_genq(url: str, jobs: list[dict], concurrency: int) -> dict:
         "overhead_ms": [lat * 1000 - m["generation_ms"] for lat, m in zip(latencies, metrics)],
         "send_to_accept_ms": [(c - s) * 1000 for (s, _, _), c in zip(results, created)],
         "stored_to_client_ms": [(r - c) * 1000 for (_, r, _), c in zip(results, completed)],
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--prompts", type=int, default=64)
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--concurrency", default="1,4,16,32,64")
@@ -186,8 +228,9 @@ def main() -> None:
     (work / "prompts.json").write_text(json.dumps(jobs))
 
     print(f"engine alone: {args.prompts} prompts x {args.tokens} tokens ...", flush=True)
-    offline = run_offline(model, work / "prompts.json", args.worker_concurrency,
-                          args.engine_args, args.seed_requests)  # fmt: skip
+    offline = run_offline(
+        model, work / "prompts.json", args.worker_concurrency, args.engine_args, args.seed_requests
+    )
 
     print("genq: starting Redis, API, worker ...", flush=True)
     t0 = time.monotonic()
@@ -215,53 +258,110 @@ def main() -> None:
 
     limit = offline["limit"]
     limit_tps = limit["output_tokens"] / limit["seconds"]
-    rows = [("engine limit (offline, all at once)", "all", limit["jobs"], limit_tps,
-             limit["jobs"] / limit["seconds"], None, None, None, None)]  # fmt: skip
+    rows = [
+        (
+            "engine limit (offline, all at once)",
+            "all",
+            limit["jobs"],
+            limit_tps,
+            limit["jobs"] / limit["seconds"],
+            None,
+            None,
+            None,
+            None,
+        )
+    ]
     seed = offline["seed"]
     seed_lat = [s * 1000 for s in seed["latencies_s"]]
-    rows.append(("seed pattern (one generate at a time)", 1, seed["jobs"],
-                 seed["output_tokens"] / seed["seconds"], seed["jobs"] / seed["seconds"],
-                 seed_lat, None, None, None))  # fmt: skip
+    rows.append(
+        (
+            "seed pattern (one generate at a time)",
+            1,
+            seed["jobs"],
+            seed["output_tokens"] / seed["seconds"],
+            seed["jobs"] / seed["seconds"],
+            seed_lat,
+            None,
+            None,
+            None,
+        )
+    )
     for r in runs:
-        rows.append(("genq (HTTP -> Redis -> worker)", r["concurrency"], r["jobs"],
-                     r["output_tokens"] / r["seconds"], r["jobs"] / r["seconds"],
-                     [x * 1000 for x in r["latency_s"]], r["ttft_ms"], r["queue_ms"],
-                     r["overhead_ms"]))  # fmt: skip
+        rows.append(
+            (
+                "genq (HTTP -> Redis -> worker)",
+                r["concurrency"],
+                r["jobs"],
+                r["output_tokens"] / r["seconds"],
+                r["jobs"] / r["seconds"],
+                [x * 1000 for x in r["latency_s"]],
+                r["ttft_ms"],
+                r["queue_ms"],
+                r["overhead_ms"],
+            )
+        )
 
     print()
-    print(f"machine: {platform.node()} {os.cpu_count()} cores; model {Path(model).name}; "
-          f"{args.tokens} output tokens per job")  # fmt: skip
-    head = ("| system | conc. | jobs | out tok/s | x limit | jobs/s | latency p50/p95/p99 ms "
-            "| TTFT p50/p95 ms | queue p50 ms | overhead p50/p99 ms |")  # fmt: skip
+    print(
+        f"machine: {platform.node()} {os.cpu_count()} cores; model {Path(model).name}; "
+        f"{args.tokens} output tokens per job"
+    )
+    head = (
+        "| system | conc. | jobs | out tok/s | x limit | jobs/s | latency p50/p95/p99 ms "
+        "| TTFT p50/p95 ms | queue p50 ms | overhead p50/p99 ms |"
+    )
     print(head)
     print("|" + "---|" * 10)
     fmt3 = lambda v: "/".join(f"{pct(v, q):.0f}" for q in (50, 95, 99)) if v else "-"  # noqa: E731
     fmt2 = lambda v, a, b: f"{pct(v, a):.0f}/{pct(v, b):.0f}" if v else "-"  # noqa: E731
     for name, c, n, tps, jps, lat, ttft, queue, over in rows:
-        print(f"| {name} | {c} | {n} | {tps:.0f} | {tps / limit_tps:.2f} | {jps:.2f} | {fmt3(lat)} "
-              f"| {fmt2(ttft, 50, 95)} | {f'{pct(queue, 50):.0f}' if queue else '-'} "
-              f"| {fmt2(over, 50, 99)} |")  # fmt: skip
+        print(
+            f"| {name} | {c} | {n} | {tps:.0f} | {tps / limit_tps:.2f} | {jps:.2f} | {fmt3(lat)} "
+            f"| {fmt2(ttft, 50, 95)} | {f'{pct(queue, 50):.0f}' if queue else '-'} "
+            f"| {fmt2(over, 50, 99)} |"
+        )
     print()
-    print("| genq conc. | server tok/s (first accepted -> last stored) | x limit "
-          "| client send -> API accept p50/p99 ms | result stored -> client p50/p99 ms |")
+    print(
+        "| genq conc. | server tok/s (first accepted -> last stored) | x limit "
+        "| client send -> API accept p50/p99 ms | result stored -> client p50/p99 ms |"
+    )
     print("|---|---|---|---|---|")
     for r in runs:
         server_tps = r["output_tokens"] / r["server_seconds"]
-        print(f"| {r['concurrency']} | {server_tps:.0f} | {server_tps / limit_tps:.2f} "
-              f"| {fmt2(r['send_to_accept_ms'], 50, 99)} | {fmt2(r['stored_to_client_ms'], 50, 99)} |")
+        print(
+            f"| {r['concurrency']} | {server_tps:.0f} | {server_tps / limit_tps:.2f} "
+            f"| {fmt2(r['send_to_accept_ms'], 50, 99)} | {fmt2(r['stored_to_client_ms'], 50, 99)} |"
+        )
     startup = info["startup_s"]
     print()
-    print("worker time to ready (s): " + ", ".join(f"{k} {v:.1f}" for k, v in startup.items())
-          + f"; stack start to /readyz 200: {ready_s:.1f}; bare LLM() construction: "
-          f"{offline['construct_s']:.1f}")  # fmt: skip
-    print(f"warm-up request: {info['warmup_latency_ms']:.0f} ms; seed curl after warm-up: "
-          f"first {seed_curl[0] * 1000:.0f} ms, median of next 20 "
-          f"{statistics.median(seed_curl[1:]) * 1000:.0f} ms")  # fmt: skip
+    print(
+        "worker time to ready (s): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in startup.items())
+        + f"; stack start to /readyz 200: {ready_s:.1f}; bare LLM() construction: "
+        f"{offline['construct_s']:.1f}"
+    )
+    print(
+        f"warm-up request: {info['warmup_latency_ms']:.0f} ms; seed curl after warm-up: "
+        f"first {seed_curl[0] * 1000:.0f} ms, median of next 20 "
+        f"{statistics.median(seed_curl[1:]) * 1000:.0f} ms"
+    )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"args": vars(args), "model": model,
-                                        "offline": offline, "genq": runs, "worker": info,
-                                        "ready_s": ready_s, "seed_curl_s": seed_curl}, indent=1, default=str))  # fmt: skip
+        args.out.write_text(
+            json.dumps(
+                {
+                    "args": vars(args),
+                    "model": model,
+                    "offline": offline,
+                    "genq": runs,
+                    "worker": info,
+                    "ready_s": ready_s,
+                    "seed_curl_s": seed_curl,
+                },
+                indent=1,
+                default=str,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -22,11 +22,15 @@ from worker.engine import resolve_engine_args  # noqa: E402
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--model", required=True)
-    p.add_argument("--prompts-file", required=True, help="JSON list of {prompt, max_tokens, min_tokens}")
+    p.add_argument(
+        "--prompts-file", required=True, help="JSON list of {prompt, max_tokens, min_tokens}"
+    )
     p.add_argument("--max-num-seqs", type=int, default=64)
     p.add_argument("--engine-args", default="{}")
     p.add_argument("--seed-requests", type=int, default=8, help="requests run one at a time")
-    p.add_argument("--chat", action="store_true", help="ask each prompt as one user turn, as /generate does")
+    p.add_argument(
+        "--chat", action="store_true", help="ask each prompt as one user turn, as /generate does"
+    )
     args = p.parse_args()
 
     from vllm import LLM, SamplingParams  # noqa: PLC0415
@@ -37,15 +41,18 @@ def main() -> None:
     construct_s = time.perf_counter() - t0
 
     def params(job: dict) -> SamplingParams:
-        return SamplingParams(temperature=0, max_tokens=job["max_tokens"], min_tokens=job["min_tokens"])
+        return SamplingParams(
+            temperature=0, max_tokens=job["max_tokens"], min_tokens=job["min_tokens"]
+        )
 
     def prompt(job: dict) -> object:
         if not args.chat:
             return job["prompt"]
         # The same rendering as worker.engine: chat template as text, no extra special tokens.
         tok = llm.get_tokenizer()
-        text = tok.apply_chat_template([{"role": "user", "content": job["prompt"]}],
-                                       tokenize=False, add_generation_prompt=True)  # fmt: skip
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": job["prompt"]}], tokenize=False, add_generation_prompt=True
+        )
         return {"prompt_token_ids": tok(text, add_special_tokens=False)["input_ids"]}
 
     llm.generate(["Warm-up."], SamplingParams(max_tokens=8), use_tqdm=False)
@@ -63,12 +70,21 @@ def main() -> None:
         latencies.append(time.perf_counter() - t1)
         seed_tokens += len(out.outputs[0].token_ids)
     seed_s = time.perf_counter() - t0
-    print("GENQ-BENCH-RESULT " + json.dumps({
-        "construct_s": construct_s,
-        "limit": {"jobs": len(jobs), "seconds": limit_s, "output_tokens": limit_tokens},
-        "seed": {"jobs": len(seed_jobs), "seconds": seed_s, "output_tokens": seed_tokens,
-                 "latencies_s": latencies},
-    }))  # fmt: skip
+    print(
+        "GENQ-BENCH-RESULT "
+        + json.dumps(
+            {
+                "construct_s": construct_s,
+                "limit": {"jobs": len(jobs), "seconds": limit_s, "output_tokens": limit_tokens},
+                "seed": {
+                    "jobs": len(seed_jobs),
+                    "seconds": seed_s,
+                    "output_tokens": seed_tokens,
+                    "latencies_s": latencies,
+                },
+            }
+        )
+    )
 
 
 if __name__ == "__main__":  # LLM() spawns its engine core process

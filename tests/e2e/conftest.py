@@ -117,9 +117,7 @@ def stack(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory)
     api = start_role("api", env, logs / "api.log")
     stack = Stack(api_url, redis_server.url, worker_name, logs, env, redis_server)
     try:
-        wait_until(
-            lambda: httpx.get(f"{api_url}/healthz").status_code == 200, 30, "API start", api
-        )
+        wait_until(lambda: httpx.get(f"{api_url}/healthz").status_code == 200, 30, "API start", api)
         stack.readyz_before_worker = httpx.get(f"{api_url}/readyz")
         early = httpx.post(
             f"{api_url}/v1/jobs",
@@ -158,8 +156,13 @@ class ParkedApi:
 @pytest.fixture(scope="module")
 def parked_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ParkedApi]:
     port = free_port()
-    env = {**os.environ, "REDIS_URL": stack.redis_url, "GENQ_API_PORT": str(port),
-           "GENQ_QUEUE": "genq.parked", "GENQ_MAX_QUEUED": "5"}  # fmt: skip
+    env = {
+        **os.environ,
+        "REDIS_URL": stack.redis_url,
+        "GENQ_API_PORT": str(port),
+        "GENQ_QUEUE": "genq.parked",
+        "GENQ_MAX_QUEUED": "5",
+    }
     api = start_role("api", env, tmp_path_factory.mktemp("parked") / "api.log")
     url = f"http://127.0.0.1:{port}"
     try:

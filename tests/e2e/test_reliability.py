@@ -42,8 +42,11 @@ def test_a_queued_job_canceled_never_runs(stack: Stack, parked_api: ParkedApi) -
 def test_a_running_job_is_aborted_inside_the_engine(stack: Stack) -> None:
     body = {"prompt": "Count to ten thousand.", "max_tokens": 4000, "min_tokens": 4000}
     job_id = httpx.post(f"{stack.api}/v1/jobs", json=body).json()["id"]
-    wait_until(lambda: httpx.get(f"{stack.api}/v1/jobs/{job_id}").json()["status"] == "processing",
-               30, "job started")  # fmt: skip
+    wait_until(
+        lambda: httpx.get(f"{stack.api}/v1/jobs/{job_id}").json()["status"] == "processing",
+        30,
+        "job started",
+    )
     wait_until(lambda: _worker(stack)["engine_requests"] >= 1, 10, "the engine holds the request")
     time.sleep(0.5)
 
@@ -57,8 +60,11 @@ def test_a_running_job_is_aborted_inside_the_engine(stack: Stack) -> None:
     assert 0 < job["metrics"]["output_tokens"] < 4000
     assert job["output"]["text"]
     # The engine stopped spending on it.
-    wait_until(lambda: _worker(stack)["engine_requests"] == 0 and _worker(stack)["jobs_running"] == 0,
-               10, "the engine let go of the request")  # fmt: skip
+    wait_until(
+        lambda: _worker(stack)["engine_requests"] == 0 and _worker(stack)["jobs_running"] == 0,
+        10,
+        "the engine let go of the request",
+    )
 
 
 def test_a_finished_job_cannot_be_canceled_and_an_unknown_one_is_404(stack: Stack) -> None:
@@ -86,8 +92,11 @@ def test_concurrent_duplicates_make_exactly_one_job(stack: Stack) -> None:
     body = {"prompt": "Concurrent duplicate", "max_tokens": 4}
     headers = {"Idempotency-Key": f"dup-{time.time_ns()}"}
     with ThreadPoolExecutor(12) as pool:
-        responses = list(pool.map(
-            lambda _: httpx.post(f"{stack.api}/v1/jobs", json=body, headers=headers), range(12)))  # fmt: skip
+        responses = list(
+            pool.map(
+                lambda _: httpx.post(f"{stack.api}/v1/jobs", json=body, headers=headers), range(12)
+            )
+        )
     assert sorted(r.status_code for r in responses) == [200] * 11 + [202]
     assert len({r.json()["id"] for r in responses}) == 1
     assert wait_for_job(stack.api, responses[0].json()["id"])["status"] == "succeeded"
@@ -99,7 +108,9 @@ def test_a_flood_is_refused_with_429_and_every_accepted_job_completes(
     """The parked API allows 5 waiting jobs; its jobs wait until released to the worker."""
 
     def submit(i: int) -> httpx.Response:
-        return httpx.post(f"{parked_api.url}/v1/jobs", json={"prompt": f"flood {i}", "max_tokens": 4})
+        return httpx.post(
+            f"{parked_api.url}/v1/jobs", json={"prompt": f"flood {i}", "max_tokens": 4}
+        )
 
     with ThreadPoolExecutor(16) as pool:
         responses = list(pool.map(submit, range(40)))
@@ -127,8 +138,9 @@ def test_a_body_over_the_limit_is_413(stack: Stack) -> None:
             yield b"x" * 65536
         yield b'"}'
 
-    response = httpx.post(f"{stack.api}/v1/jobs", content=chunks(),
-                          headers={"Content-Type": "application/json"})  # fmt: skip
+    response = httpx.post(
+        f"{stack.api}/v1/jobs", content=chunks(), headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 413
     assert "larger than" in response.json()["error"]["message"]
 
@@ -136,8 +148,11 @@ def test_a_body_over_the_limit_is_413(stack: Stack) -> None:
 def test_deadlines_cancel_late_jobs_unrun_and_abort_running_ones(
     stack: Stack, parked_api: ParkedApi
 ) -> None:
-    late = httpx.post(f"{parked_api.url}/v1/jobs", json={"prompt": "late", "max_tokens": 4},
-                      headers={"Cancel-After": "0.5"}).json()  # fmt: skip
+    late = httpx.post(
+        f"{parked_api.url}/v1/jobs",
+        json={"prompt": "late", "max_tokens": 4},
+        headers={"Cancel-After": "0.5"},
+    ).json()
     assert late["input"]["deadline_s"] == 0.5
     time.sleep(1.0)
     assert parked_api.release() == 1
@@ -156,8 +171,12 @@ def test_deadlines_cancel_late_jobs_unrun_and_abort_running_ones(
 def test_a_redis_restart_loses_no_accepted_job(stack: Stack, parked_api: ParkedApi) -> None:
     """Jobs accepted and waiting, then Redis stops and starts again (AOF): every job is still
     there and completes; the API and the worker reconnect on their own."""
-    ids = [httpx.post(f"{parked_api.url}/v1/jobs", json={"prompt": f"survive {i}", "max_tokens": 4}
-                      ).json()["id"] for i in range(5)]  # fmt: skip
+    ids = [
+        httpx.post(
+            f"{parked_api.url}/v1/jobs", json={"prompt": f"survive {i}", "max_tokens": 4}
+        ).json()["id"]
+        for i in range(5)
+    ]
     time.sleep(1.5)  # appendfsync everysec: what was accepted over a second ago is on disk
     stack.redis_server.stop()
     stack.redis_server.start()
@@ -174,8 +193,11 @@ def test_a_worker_killed_mid_job_loses_nothing(stack: Stack) -> None:
     job's lapsed lease, and runs it to the end: one record, two starts, never two at once."""
     body = {"prompt": "Tell a long tale.", "max_tokens": 400, "min_tokens": 400}
     job_id = httpx.post(f"{stack.api}/v1/jobs", json=body).json()["id"]
-    wait_until(lambda: httpx.get(f"{stack.api}/v1/jobs/{job_id}").json()["status"] == "processing",
-               30, "job started")  # fmt: skip
+    wait_until(
+        lambda: httpx.get(f"{stack.api}/v1/jobs/{job_id}").json()["status"] == "processing",
+        30,
+        "job started",
+    )
     first = httpx.get(f"{stack.api}/v1/jobs/{job_id}").json()
     time.sleep(1)
     os.killpg(stack.worker.pid, signal.SIGKILL)

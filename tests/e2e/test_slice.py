@@ -157,10 +157,22 @@ def test_an_unknown_job_is_404_never_pending(stack: Stack) -> None:
 
 def test_the_cli_submits_and_waits(stack: Stack) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "genq.cli", "submit", "Say hi.", "--wait", "--max-tokens", "8",
-         "--url", stack.api],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "genq.cli",
+            "submit",
+            "Say hi.",
+            "--wait",
+            "--max-tokens",
+            "8",
+            "--url",
+            stack.api,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     job = json.loads(done.stdout)
     assert job["status"] == "succeeded" and job["metrics"]["output_tokens"] <= 8

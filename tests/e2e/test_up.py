@@ -37,7 +37,11 @@ def _wait_for_flower_metrics(port: int, fragments: list[str], timeout_s: float =
         text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         lines = [ln for ln in text.splitlines() if ln.startswith("flower_events_total{")]
         online = [ln for ln in text.splitlines() if ln.startswith("flower_worker_online{")]
-        if online and online[0].endswith(" 1.0") and any(all(f in ln for f in fragments) for ln in lines):
+        if (
+            online
+            and online[0].endswith(" 1.0")
+            and any(all(f in ln for f in fragments) for ln in lines)
+        ):
             return
         time.sleep(0.5)
     raise AssertionError(f"Flower never showed {fragments}:\n{text[-3000:]}")

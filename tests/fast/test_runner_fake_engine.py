@@ -15,9 +15,9 @@ import pytest
 from redis.asyncio import Redis
 
 from api.waiter import JobWaiter
+from genq.constants import QUEUED_COUNT
 from genq.redis_server import EmbeddedRedis
 from genq.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus
-from genq.constants import QUEUED_COUNT
 from genq.store import JobStore, TransitionRefused
 from worker.engine import GenerationResult, InvalidInput, Progress
 from worker.runner import RunningJob, RunOptions, run_job
@@ -119,7 +119,10 @@ def test_input_the_engine_refuses_fails_the_job_readably(with_store) -> None:
 def test_an_engine_crash_mid_job_fails_the_job_readably(with_store) -> None:
     async def scenario(store: JobStore, _: Redis) -> JobRecord:
         payload = await queued(store)
-        assert await run_job(payload, store, FakeEngine(RuntimeError("boom")), RunOptions("w1")) is JobStatus.FAILED
+        assert (
+            await run_job(payload, store, FakeEngine(RuntimeError("boom")), RunOptions("w1"))
+            is JobStatus.FAILED
+        )
         return await store.get("job1")
 
     record = with_store(scenario)
@@ -184,7 +187,9 @@ def test_a_running_job_canceled_keeps_its_partial_output(with_store) -> None:
     async def scenario(store: JobStore, _: Redis) -> tuple[JobStatus, JobRecord]:
         payload = await queued(store)
         running: dict[str, RunningJob] = {}
-        job = asyncio.create_task(run_job(payload, store, FakeEngine(tokens=1000), RunOptions("w1"), running))
+        job = asyncio.create_task(
+            run_job(payload, store, FakeEngine(tokens=1000), RunOptions("w1"), running)
+        )
         await asyncio.sleep(0.2)
         running["job1"].cancel("canceled")
         status = await job
@@ -205,7 +210,9 @@ def test_the_queued_count_follows_the_jobs(with_store) -> None:
         first = await queued(store, "a")
         await queued(store, "b")
         counts.append(await store.queued_count())
-        await run_job(first, store, FakeEngine(), RunOptions("w1"))  # a: queued -> processing -> succeeded
+        await run_job(
+            first, store, FakeEngine(), RunOptions("w1")
+        )  # a: queued -> processing -> succeeded
         counts.append(await store.queued_count())
         await store.transition("b", [JobStatus.QUEUED], JobStatus.CANCELED)
         counts.append(int(await redis.get(QUEUED_COUNT)))
@@ -292,7 +299,10 @@ def test_a_job_that_keeps_killing_its_worker_is_failed(with_store) -> None:
             await store.claim("job1", "dead", time.time(), lease_s=0.05)
             await asyncio.sleep(0.1)
         engine = FakeEngine()
-        assert await run_job(payload, store, engine, RunOptions("w3", max_attempts=2)) is JobStatus.FAILED
+        assert (
+            await run_job(payload, store, engine, RunOptions("w3", max_attempts=2))
+            is JobStatus.FAILED
+        )
         assert engine.calls == []
         return await store.get("job1")
 
