@@ -8,17 +8,15 @@ subscription drops, every waiter is woken to re-read its record, so none waits o
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import defaultdict
 
 from redis.asyncio import Redis
 
 from genq.constants import JOB_DONE_CHANNEL
+from genq.pubsub import listen_forever
 from genq.schemas import JobRecord
 from genq.store import JobStore
-
-log = logging.getLogger(__name__)
 
 
 class JobWaiter:
@@ -29,7 +27,9 @@ class JobWaiter:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._listen(), name="genq-job-waiter")
+        # After each (re)subscription, wake everyone: a job may have finished meanwhile.
+        listen = listen_forever(self._redis, JOB_DONE_CHANNEL, self._wake, self._wake)
+        self._task = asyncio.create_task(listen, name="genq-job-waiter")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -42,25 +42,6 @@ class JobWaiter:
             for fut in futures:
                 if not fut.done():
                     fut.set_result(None)
-
-    async def _listen(self) -> None:
-        while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(JOB_DONE_CHANNEL)
-                self._wake()  # anything that finished while we were not subscribed
-                while True:
-                    message = await pubsub.get_message(timeout=5.0)
-                    if message is not None:
-                        self._wake(message["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - Redis restarting: resubscribe and re-check
-                log.warning("job-done subscription lost; resubscribing", exc_info=True)
-                self._wake()
-                await asyncio.sleep(0.5)
-            finally:
-                await pubsub.aclose()
 
     async def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
         """The job's record once terminal, or as it stands after ``timeout_s``."""

@@ -54,8 +54,7 @@ def cmd_worker(_: argparse.Namespace) -> int:
     _logging(WorkerSettings().log_level)
     from worker.celery_app import main  # noqa: PLC0415 - heavy deps, worker extra
 
-    main()
-    return 0
+    return main()
 
 
 def cmd_flower(_: argparse.Namespace) -> int:

@@ -69,6 +69,8 @@ class WorkerSettings(CommonSettings):
     heartbeat_s: float = Field(5.0, gt=0)
     # The hard limit on one job's run: past it the job is aborted (error type "deadline").
     max_job_seconds: float = Field(3600.0, gt=0)
+    # SIGTERM: running jobs get this long to finish; the rest go back to the queue.
+    shutdown_grace_s: float = Field(60.0, ge=0)
     # A job whose worker died this many times while running it is failed, not started again.
     max_attempts: int = Field(2, ge=1)
 

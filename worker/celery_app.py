@@ -65,19 +65,31 @@ def _announce(**_: Any) -> None:
     runtime.current().announce()
 
 
+@signals.worker_shutting_down.connect
+def _grace(**_: Any) -> None:
+    runtime.shutting_down()
+
+
 @signals.worker_shutdown.connect
 def _stop(**_: Any) -> None:
     runtime.stop()
 
 
-def main() -> None:
-    app.worker_main(
-        [
+def main() -> int:
+    """Run the worker; returns its exit code. (``app.worker_main`` and ``app.start`` drop it, and
+    an engine that cannot load must end the process non-zero, so that a supervisor notices.)"""
+    from celery.bin.celery import celery as celery_command
+
+    celery_command.params[0].default = app  # what app.start() does
+    code = celery_command.main(
+        args=[
             "worker",
             f"--hostname={NAME}",
             f"--queues={settings.queue}",
             f"--loglevel={settings.log_level}",
             "--without-gossip",
             "--without-mingle",
-        ]
+        ],
+        standalone_mode=False,
     )
+    return code if isinstance(code, int) else 0

@@ -62,6 +62,9 @@ def _metrics(
     return metrics
 
 
+REQUEUE = "requeue"  # the cancel reason that hands a running job back instead of ending it
+
+
 @dataclass
 class RunOptions:
     worker: str
@@ -158,6 +161,10 @@ async def _run(
     except asyncio.CancelledError:
         if entry.cancel_reason is None or not entry.task.cancelled():
             raise  # the worker itself is shutting down
+        if entry.cancel_reason == REQUEUE:
+            # The worker is leaving: give the job back (a live worker's janitor resends it).
+            await store.release_leases([payload.id])
+            return JobStatus.PROCESSING
         partial = entry.progress.result()
         partial.finish_reason = "abort"
         return await end(
@@ -170,13 +177,9 @@ async def _run(
         return await end(
             JobStatus.FAILED, queue_ms, None, JobError(type="invalid_input", message=str(exc))
         )
-    except EngineFailed as exc:
-        await end(
-            JobStatus.FAILED,
-            queue_ms,
-            None,
-            JobError(type="engine_error", message=f"the engine died: {exc}"),
-        )
+    except EngineFailed:
+        # Not the job's fault: leave it "processing". The worker exits and gives up its leases,
+        # so another worker runs the job again (and fails it if it keeps killing engines).
         raise
     except Exception as exc:  # noqa: BLE001 - a job that cannot run ends failed, readably
         log.exception("job %s failed", payload.id)

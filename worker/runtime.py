@@ -18,25 +18,30 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import psutil
 from redis.asyncio import Redis
 
 from genq.constants import CANCEL_CHANNEL, WORKERS_SET, worker_key
 from genq.model import prepare_default_model
+from genq.pubsub import listen_forever
 from genq.redis_client import async_redis
 from genq.schemas import ChatMessage, JobInput, JobPayload, SamplingOptions, WorkerInfo
 from genq.settings import WorkerSettings
 from genq.store import JobStore
-from worker.engine import Engine
-from worker.runner import RunningJob, RunOptions, run_job
+from worker.engine import Engine, EngineFailed
+from worker.runner import REQUEUE, RunningJob, RunOptions, run_job
 
 log = logging.getLogger(__name__)
+
+
+EXIT_ENGINE_DEAD = 70  # EX_SOFTWARE
 
 
 def process_age_s() -> float:
@@ -126,7 +131,8 @@ class WorkerRuntime:
         log.info("worker %s warm: %s", name, startup)
         runtime = cls(settings, name, engine, info, resend)
         engine.submit(runtime._connect()).result()
-        runtime._background.append(engine.submit(runtime._listen_for_cancels()))
+        listen = listen_forever(runtime._redis, CANCEL_CHANNEL, runtime._on_cancel)
+        runtime._background.append(engine.submit(listen))
         return runtime
 
     async def _connect(self) -> None:
@@ -134,28 +140,12 @@ class WorkerRuntime:
         self._redis = async_redis(self.settings.broker_url())
         self._store = JobStore(self._redis, self.settings.result_ttl_s)
 
-    async def _listen_for_cancels(self) -> None:
+    def _on_cancel(self, data: str) -> None:
         """Cancel requests go to every worker; the one running the job aborts it."""
-        assert self._redis is not None
-        while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(CANCEL_CHANNEL)
-                while True:
-                    message = await pubsub.get_message(timeout=5.0)
-                    if message is None:
-                        continue
-                    request = json.loads(message["data"])
-                    if (job := self.running.get(request["id"])) is not None:
-                        log.info("canceling job %s (%s)", request["id"], request["reason"])
-                        job.cancel(request["reason"])
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - Redis restarting: subscribe again
-                log.warning("cancel subscription lost; resubscribing", exc_info=True)
-                await asyncio.sleep(0.5)
-            finally:
-                await pubsub.aclose()
+        request = json.loads(data)
+        if (job := self.running.get(request["id"])) is not None:
+            log.info("canceling job %s (%s)", request["id"], request["reason"])
+            job.cancel(request["reason"])
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -163,11 +153,39 @@ class WorkerRuntime:
         """Called by a Celery task thread: run the job on the engine loop and wait for it."""
         job = JobPayload.model_validate(payload)
         assert self._store is not None
-        status = self.engine.submit(
-            run_job(job, self._store, self.engine, self.options, self.running)
-        ).result()
+        try:
+            status = self.engine.submit(
+                run_job(job, self._store, self.engine, self.options, self.running)
+            ).result()
+        except EngineFailed as exc:
+            self.die(f"the engine died while running job {job.id}: {exc}")
         self._finished.append(time.monotonic())
         return {"id": job.id, "status": status.value}
+
+    def requeue_running(self) -> None:
+        """Shutdown's grace is over: hand the jobs still running back to the queue."""
+
+        def requeue() -> None:
+            for job in self.running.values():
+                job.cancel(REQUEUE)
+
+        self.engine.loop.call_soon_threadsafe(requeue)
+
+    def die(self, why: str) -> NoReturn:
+        """The engine is gone: hand every running job back at once (drop their leases, so the
+        janitor of a live worker resends them), leave the warm set, and exit non-zero so that
+        whatever supervises the worker (`genq up`, compose, k8s) starts a fresh one. A hard
+        exit: Celery's graceful shutdown would wait forever on jobs the dead engine holds."""
+        log.critical("%s; exiting", why)
+        assert self._store is not None
+        try:
+            claimed = [job_id for job_id, job in self.running.items() if job.claimed]
+            self.engine.submit(self._store.release_leases(claimed)).result(timeout=5)
+            self.engine.submit(self._withdraw()).result(timeout=5)
+        except Exception:  # noqa: BLE001 - exiting anyway; the leases lapse on their own
+            log.warning("could not hand jobs back before exiting", exc_info=True)
+        logging.shutdown()
+        os._exit(EXIT_ENGINE_DEAD)
 
     def _jobs_per_s(self, window_s: float = 60.0) -> float:
         now = time.monotonic()
@@ -200,6 +218,11 @@ class WorkerRuntime:
     async def _beat_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_s)
+            if self.engine.is_dead:
+                # Found idle; a running job's thread finds it too. Exit from a thread of its own
+                # so that this loop can still serve die()'s last Redis calls.
+                threading.Thread(target=self.die, args=("the engine died",)).start()
+                return
             try:
                 await self._beat()
                 await self._recover_lapsed()
@@ -255,6 +278,14 @@ def current() -> WorkerRuntime:
     if _runtime is None:
         raise RuntimeError("the worker's engine did not start") from _startup_error
     return _runtime
+
+
+def shutting_down() -> None:
+    """SIGTERM: the consumer stops taking jobs; running ones get ``shutdown_grace_s`` to end."""
+    if _runtime is not None:
+        timer = threading.Timer(_runtime.settings.shutdown_grace_s, _runtime.requeue_running)
+        timer.daemon = True
+        timer.start()
 
 
 def stop() -> None:

@@ -112,6 +112,7 @@ def stack(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory)
         "GENQ_WORKER_NAME": worker_name,
         "GENQ_WORKER_CONCURRENCY": "32",
         "GENQ_HEARTBEAT_S": "1",
+        "GENQ_SHUTDOWN_GRACE_S": "4",
     }
     api_url = f"http://127.0.0.1:{port}"
     api = start_role("api", env, logs / "api.log")

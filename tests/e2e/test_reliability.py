@@ -9,9 +9,18 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import httpx
+import psutil
 import pytest
 
-from tests.e2e.conftest import ParkedApi, Stack, wait_for_job, wait_until
+from genq.redis_server import free_port
+from tests.e2e.conftest import (
+    ParkedApi,
+    Stack,
+    start_role,
+    stop_role,
+    wait_for_job,
+    wait_until,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -22,6 +31,18 @@ def ts(value: str) -> float:
 
 def _worker(stack: Stack) -> dict:
     return stack.worker_info()
+
+
+def _start_long_job(stack: Stack, prompt: str, tokens: int) -> str:
+    """Submit a job of exactly ``tokens`` output tokens and wait until a worker runs it."""
+    body = {"prompt": prompt, "max_tokens": tokens, "min_tokens": tokens}
+    job_id = httpx.post(f"{stack.api}/v1/jobs", json=body).json()["id"]
+    wait_until(
+        lambda: httpx.get(f"{stack.api}/v1/jobs/{job_id}").json()["status"] == "processing",
+        30,
+        "job started",
+    )
+    return job_id
 
 
 def test_a_queued_job_canceled_never_runs(stack: Stack, parked_api: ParkedApi) -> None:
@@ -40,13 +61,7 @@ def test_a_queued_job_canceled_never_runs(stack: Stack, parked_api: ParkedApi) -
 
 
 def test_a_running_job_is_aborted_inside_the_engine(stack: Stack) -> None:
-    body = {"prompt": "Count to ten thousand.", "max_tokens": 4000, "min_tokens": 4000}
-    job_id = httpx.post(f"{stack.api}/v1/jobs", json=body).json()["id"]
-    wait_until(
-        lambda: httpx.get(f"{stack.api}/v1/jobs/{job_id}").json()["status"] == "processing",
-        30,
-        "job started",
-    )
+    job_id = _start_long_job(stack, "Count to ten thousand.", 4000)
     wait_until(lambda: _worker(stack)["engine_requests"] >= 1, 10, "the engine holds the request")
     time.sleep(0.5)
 
@@ -191,13 +206,7 @@ def test_a_redis_restart_loses_no_accepted_job(stack: Stack, parked_api: ParkedA
 def test_a_worker_killed_mid_job_loses_nothing(stack: Stack) -> None:
     """kill -9 the worker (and its engine) mid-generation; a new worker comes up warm, finds the
     job's lapsed lease, and runs it to the end: one record, two starts, never two at once."""
-    body = {"prompt": "Tell a long tale.", "max_tokens": 400, "min_tokens": 400}
-    job_id = httpx.post(f"{stack.api}/v1/jobs", json=body).json()["id"]
-    wait_until(
-        lambda: httpx.get(f"{stack.api}/v1/jobs/{job_id}").json()["status"] == "processing",
-        30,
-        "job started",
-    )
+    job_id = _start_long_job(stack, "Tell a long tale.", 400)
     first = httpx.get(f"{stack.api}/v1/jobs/{job_id}").json()
     time.sleep(1)
     os.killpg(stack.worker.pid, signal.SIGKILL)
@@ -214,3 +223,66 @@ def test_a_worker_killed_mid_job_loses_nothing(stack: Stack) -> None:
     assert job["metrics"]["output_tokens"] == 400
     assert ts(job["started_at"]) >= warm_at  # the second run began on the new, warm worker
     assert ts(job["completed_at"]) - warm_at < 120
+
+
+def test_a_dead_engine_hands_its_jobs_back_and_the_worker_exits(stack: Stack) -> None:
+    """kill -9 the engine core under a running job: the worker gives the job back and exits
+    non-zero (to be restarted), /readyz says no worker is warm, the job finishes elsewhere."""
+    job_id = _start_long_job(stack, "A long engine-killing tale.", 400)
+    worker = psutil.Process(stack.worker.pid)
+    (core,) = [p for p in worker.children(recursive=True) if "EngineCore" in p.name()]
+    time.sleep(1)
+    core.kill()
+    assert stack.worker.wait(60) == 70
+    readyz = httpx.get(f"{stack.api}/readyz")
+    assert readyz.status_code == 503 and readyz.json()["error"]["type"] == "not_ready"
+    stack.start_worker(name=f"genq-test-after-engine-death-{os.getpid()}@localhost")
+    job = wait_for_job(stack.api, job_id, timeout_s=150)
+    assert job["status"] == "succeeded" and job["attempts"] == 2, job
+
+
+def test_a_worker_whose_engine_cannot_load_exits_non_zero(stack: Stack) -> None:
+    env = stack.env | {"GENQ_MODEL": "/nonexistent/model", "GENQ_WORKER_NAME": "genq-broken@x"}
+    worker = start_role("worker", env, stack.logs / "broken-worker.log")
+    try:
+        assert worker.wait(120) != 0
+    finally:
+        stop_role(worker)
+    names = [w["name"] for w in httpx.get(f"{stack.api}/v1/workers").json()["workers"]]
+    assert "genq-broken@x" not in names
+
+
+def test_sigterm_lets_short_jobs_finish_and_hands_long_ones_back(stack: Stack) -> None:
+    """The stack's workers have GENQ_SHUTDOWN_GRACE_S=4: SIGTERM stops taking jobs, lets a job
+    that ends within 4 s end, gives the other back, and exits 0; the next worker finishes it."""
+    long_id = _start_long_job(stack, "A very long story.", 3000)
+    short_id = _start_long_job(stack, "A short story.", 30)
+    stack.worker.send_signal(signal.SIGTERM)
+    assert stack.worker.wait(60) == 0
+    short = httpx.get(f"{stack.api}/v1/jobs/{short_id}").json()
+    assert short["status"] == "succeeded" and short["attempts"] == 1
+    assert httpx.get(f"{stack.api}/v1/jobs/{long_id}").json()["status"] == "processing"
+
+    stack.start_worker(name=f"genq-test-after-sigterm-{os.getpid()}@localhost")
+    job = wait_for_job(stack.api, long_id, timeout_s=200)
+    assert job["status"] == "succeeded" and job["attempts"] == 2, job
+    assert job["metrics"]["output_tokens"] == 3000
+
+
+def test_sigterm_on_the_api_finishes_the_requests_in_flight(stack: Stack) -> None:
+    port = free_port()
+    api = start_role("api", stack.env | {"GENQ_API_PORT": str(port)}, stack.logs / "api2.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, 30, "API 2", api)
+        body = {"prompt": "Say something.", "max_tokens": 60, "min_tokens": 60}
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(httpx.post, f"{url}/generate", json=body, timeout=60)
+            time.sleep(0.5)
+            api.send_signal(signal.SIGTERM)
+            response = pending.result()
+        assert response.status_code == 200, response.text
+        # uvicorn re-raises the signal once its graceful shutdown is done.
+        assert api.wait(30) in (0, -signal.SIGTERM)
+    finally:
+        stop_role(api)
