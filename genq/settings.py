@@ -29,7 +29,7 @@ class CommonSettings(BaseSettings):
         None, validation_alias=AliasChoices("GENQ_REDIS_URL", "REDIS_URL")
     )
     queue: str = DEFAULT_QUEUE
-    result_ttl_s: int = Field(24 * 3600, ge=60, description="how long job records are kept")
+    result_ttl_s: int = Field(24 * 3600, ge=1, description="how long job records are kept")
     data_dir: Path = Field(default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share"))
     cache_dir: Path = Field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"))
     log_level: str = "INFO"

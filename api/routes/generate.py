@@ -19,7 +19,7 @@ _FAILED_STATUS = {"invalid_input": 422}
 
 @router.post(
     "/generate",
-    responses={s: {"model": ErrorBody} for s in (409, 413, 422, 429, 503, 504)},
+    responses={s: {"model": ErrorBody} for s in (400, 409, 413, 422, 429, 503, 504)},
 )
 async def generate(
     body: GenerateRequest,

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from api.deps import RedisDep
 from api.errors import error_response
 from api.routes.workers import warm_workers
+from genq.schemas import ErrorBody
 
 router = APIRouter(tags=["health"])
 
@@ -18,7 +19,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"model": ErrorBody, "description": "not ready, and why"}})
 async def readyz(redis: RedisDep) -> JSONResponse:
     try:
         await redis.ping()

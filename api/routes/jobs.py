@@ -25,14 +25,17 @@ from genq.store import TransitionRefused
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-_ERRORS = {s: {"model": ErrorBody} for s in (404, 409, 413, 422, 429, 503)}
+_ERRORS = {s: {"model": ErrorBody} for s in (400, 404, 409, 413, 422, 429, 503)}
 
 
 def public(request: Request, record: JobRecord) -> JobPublic:
     return JobPublic.from_record(record, str(request.url_for("get_job", job_id=record.id)))
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, responses=_ERRORS)
+_REPLAY = {200: {"model": JobPublic, "description": "the job this Idempotency-Key created"}}
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, responses=_ERRORS | _REPLAY)
 async def create_job(
     body: JobCreate,
     request: Request,

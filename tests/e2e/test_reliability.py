@@ -7,6 +7,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 import psutil
@@ -284,5 +285,27 @@ def test_sigterm_on_the_api_finishes_the_requests_in_flight(stack: Stack) -> Non
         assert response.status_code == 200, response.text
         # uvicorn re-raises the signal once its graceful shutdown is done.
         assert api.wait(30) in (0, -signal.SIGTERM)
+    finally:
+        stop_role(api)
+
+
+def test_expired_jobs_answer_404(stack: Stack, tmp_path: Path) -> None:
+    port = free_port()
+    env = stack.env | {
+        "GENQ_API_PORT": str(port),
+        "GENQ_QUEUE": "genq.ttl",
+        "GENQ_RESULT_TTL_S": "2",
+    }
+    api = start_role("api", env, tmp_path / "ttl-api.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, 30, "TTL API", api)
+        job_id = httpx.post(f"{url}/v1/jobs", json={"prompt": "short-lived"}).json()["id"]
+        assert httpx.post(f"{url}/v1/jobs/{job_id}/cancel").json()["status"] == "canceled"
+        assert httpx.get(f"{stack.api}/v1/jobs/{job_id}").status_code == 200
+        time.sleep(3)
+        gone = httpx.get(f"{stack.api}/v1/jobs/{job_id}")
+        assert gone.status_code == 404 and "expired" in gone.json()["error"]["message"]
+        assert httpx.post(f"{stack.api}/v1/jobs/{job_id}/cancel").status_code == 404
     finally:
         stop_role(api)

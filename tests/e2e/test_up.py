@@ -47,7 +47,7 @@ def _wait_for_flower_metrics(port: int, fragments: list[str], timeout_s: float =
     raise AssertionError(f"Flower never showed {fragments}:\n{text[-3000:]}")
 
 
-def test_up_serves_the_seed_curl_then_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> None:
+def test_up_serves_restarts_a_dead_worker_and_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> None:
     api_port, flower_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "GENQ_REDIS_URL")}
     env |= {
@@ -101,6 +101,20 @@ def test_up_serves_the_seed_curl_then_ctrl_c_leaves_nothing_behind(tmp_path: Pat
         _wait_for_flower_metrics(flower_port, ['type="task-succeeded"', 'task="genq.generate"'])
         # The embedded Redis keeps an append-only file.
         assert list((tmp_path / "data" / "redis").glob("appendonly*"))
+
+        # A worker that dies is restarted, and serves again once warm.
+        (worker,) = [
+            p for p in psutil.Process(up.pid).children() if "celeryd" in " ".join(p.cmdline())
+        ]
+        os.killpg(worker.pid, signal.SIGKILL)
+        read_until("restart #1", 30)
+        read_until("genq: ready", 300)
+        again = httpx.post(
+            f"http://127.0.0.1:{api_port}/generate",
+            json={"prompt": "What is the capital of France?"},
+            timeout=60,
+        )
+        assert again.status_code == 200 and "Paris" in again.json()["generated_text"]
 
         started = psutil.Process(up.pid).children(recursive=True)
         assert len(started) >= 5  # redis, api, worker (+ engine core, engine worker), flower
