@@ -14,25 +14,19 @@ from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError
 from api.routes.workers import warm_workers
-from genq.constants import TASK_GENERATE, idempotency_key
+from genq.celery_config import send_job
+from genq.constants import idempotency_key
 from genq.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus
 from genq.settings import ApiSettings
 from genq.store import JobStore
 
 log = logging.getLogger(__name__)
 
-_ARGSREPR_CHARS = 80  # what Flower shows of a prompt
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
 def new_job_id() -> str:
     return uuid.uuid4().hex  # 122 random bits: unguessable
-
-
-def _argsrepr(job_input: JobInput) -> str:
-    text = job_input.prompt if job_input.prompt is not None else job_input.messages[-1].content
-    short = text if len(text) <= _ARGSREPR_CHARS else text[: _ARGSREPR_CHARS - 1] + "…"
-    return repr(short)
 
 
 def request_hash(body: JobCreate) -> str:
@@ -91,15 +85,7 @@ async def submit_job(
         return await _existing(store, existing, idempotency), False
     payload = JobPayload(id=record.id, input=job_input, created_at=record.created_at)
     try:
-        await run_in_threadpool(
-            celery.send_task,
-            TASK_GENERATE,
-            args=[payload.model_dump(mode="json")],
-            task_id=record.id,
-            queue=settings.queue,
-            argsrepr=_argsrepr(job_input),
-            kwargsrepr="{}",
-        )
+        await run_in_threadpool(send_job, celery, payload, settings.queue)
     except Exception as exc:
         # Not accepted: remove the record so nothing half-made is left behind.
         log.warning("could not enqueue job %s: %s", record.id, exc)

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from celery import Celery
 
+from genq.constants import TASK_GENERATE
+from genq.schemas import JobPayload
 from genq.settings import CommonSettings
+
+_ARGSREPR_CHARS = 80  # what Flower shows of a prompt
 
 # Redis hands an unacknowledged message back only after this long; it must exceed the longest job
 # or long jobs run twice (see the reliability notes in README).
@@ -40,3 +44,23 @@ def make_celery(settings: CommonSettings, main: str) -> Celery:
     app = Celery(main, set_as_current=False)
     app.conf.update(celery_config(settings))
     return app
+
+
+def _argsrepr(payload: JobPayload) -> str:
+    job = payload.input
+    text = job.prompt if job.prompt is not None else job.messages[-1].content
+    short = text if len(text) <= _ARGSREPR_CHARS else text[: _ARGSREPR_CHARS - 1] + "…"
+    return repr(short)
+
+
+def send_job(celery: Celery, payload: JobPayload, queue: str) -> None:
+    """Put a job's message on its queue (blocking: kombu). The task id is the job id, and Flower
+    shows the prompt cut short, never more."""
+    celery.send_task(
+        TASK_GENERATE,
+        args=[payload.model_dump(mode="json")],
+        task_id=payload.id,
+        queue=queue,
+        argsrepr=_argsrepr(payload),
+        kwargsrepr="{}",
+    )

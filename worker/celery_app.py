@@ -12,7 +12,7 @@ from celery import Celery, signals
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from genq.celery_config import make_celery
+from genq.celery_config import make_celery, send_job
 from genq.constants import TASK_GENERATE
 from genq.schemas import JobPayload
 from genq.settings import WorkerSettings, worker_settings
@@ -47,12 +47,7 @@ def generate(payload: dict[str, Any]) -> dict[str, str]:
 
 def _resend(payload: JobPayload) -> None:
     """Put a job back on the queue (the janitor's way to recover a job whose worker died)."""
-    app.send_task(
-        TASK_GENERATE,
-        args=[payload.model_dump(mode="json")],
-        task_id=payload.id,
-        queue=settings.queue,
-    )
+    send_job(app, payload, settings.queue)
 
 
 @signals.worker_process_init.connect

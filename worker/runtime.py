@@ -94,9 +94,8 @@ class WorkerRuntime:
         cls, settings: WorkerSettings, name: str, resend: Callable[[JobPayload], None]
     ) -> WorkerRuntime:
         t0 = time.perf_counter()
-        before_init = (
-            process_age_s()
-        )  # interpreter start, imports of genq and Celery, Celery set-up
+        # Interpreter start, imports of genq and Celery, Celery's own set-up.
+        before_init = process_age_s()
         model = settings.model or str(prepare_default_model(settings.cache_dir))
         t_model = time.perf_counter() - t0
         engine = Engine(model, settings.engine_args, max_num_seqs=settings.worker_concurrency)

@@ -210,9 +210,8 @@ def test_the_queued_count_follows_the_jobs(with_store) -> None:
         first = await queued(store, "a")
         await queued(store, "b")
         counts.append(await store.queued_count())
-        await run_job(
-            first, store, FakeEngine(), RunOptions("w1")
-        )  # a: queued -> processing -> succeeded
+        # a: queued -> processing -> succeeded
+        await run_job(first, store, FakeEngine(), RunOptions("w1"))
         counts.append(await store.queued_count())
         await store.transition("b", [JobStatus.QUEUED], JobStatus.CANCELED)
         counts.append(int(await redis.get(QUEUED_COUNT)))
