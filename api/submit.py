@@ -18,7 +18,7 @@ from genq.celery_config import send_job
 from genq.constants import idempotency_key
 from genq.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus
 from genq.settings import ApiSettings
-from genq.store import JobStore
+from genq.store import JobStore, QueueFull
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +35,13 @@ def request_hash(body: JobCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def refuse_if_overloaded(store: JobStore, settings: ApiSettings) -> None:
-    waiting = await store.queued_count()
-    if waiting < settings.max_queued:
-        return
+async def overloaded(store: JobStore, settings: ApiSettings, waiting: int) -> ApiError:
     # Retry-After: how long the workers need, at their rate of the last minute, to bring the queue
     # back under the limit.
     rate = sum(w.jobs_per_s for w in await warm_workers(store.redis))
     excess = waiting - settings.max_queued + 1
     retry_after = min(300, max(1, math.ceil(excess / rate))) if rate > 0 else 5
-    raise ApiError(
+    return ApiError(
         429,
         "overloaded",
         f"{waiting} jobs are waiting (limit {settings.max_queued}); retry after {retry_after} s",
@@ -76,11 +73,12 @@ async def submit_job(
             )
         idem_key = idempotency_key(key)
         idem = (idem_key, json.dumps({"id": record.id, "hash": digest}))
-        if (existing := await store.redis.get(idem_key)) is not None:
-            return await _existing(store, existing, idempotency), False  # a replay: never 429
-    await refuse_if_overloaded(store, settings)
     # The record exists before any worker can see the message, so a worker always finds it.
-    existing = await store.create(record, idem)
+    # A replay of an Idempotency-Key returns its job even when the queue is full.
+    try:
+        existing = await store.create(record, idem, settings.max_queued)
+    except QueueFull as full:
+        raise await overloaded(store, settings, full.waiting) from None
     if existing is not None:
         return await _existing(store, existing, idempotency), False
     payload = JobPayload(id=record.id, input=job_input, created_at=record.created_at)

@@ -32,18 +32,21 @@ _FLOAT_FIELDS = ("created_at", "started_at", "completed_at")
 _INT_FIELDS = ("attempts",)
 
 # KEYS[1] the job hash, KEYS[2] the idempotency key ('' for none), KEYS[3] the queued counter.
-# ARGV: TTL seconds, idempotency value, then the record's field/value pairs.
-# Returns the idempotency key's existing value when it is taken (nothing is written), else nil.
+# ARGV: TTL seconds, idempotency value, the most jobs that may wait, then the record's
+# field/value pairs. Nothing is written when it returns {'exists', the key's value} (the key is
+# taken) or {'full', jobs waiting}; else {'created', ''}.
 _CREATE = """
 if KEYS[2] ~= '' then
   local existing = redis.call('GET', KEYS[2])
-  if existing then return existing end
-  redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[1])
+  if existing then return {'exists', existing} end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+local waiting = tonumber(redis.call('GET', KEYS[3]) or '0')
+if waiting >= tonumber(ARGV[3]) then return {'full', tostring(waiting)} end
+if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[1]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('INCR', KEYS[3])
-return false
+return {'created', ''}
 """
 
 # KEYS: the job hash, the queued counter, the processing set, the job's lease. ARGV: allowed
@@ -139,6 +142,14 @@ def _decode(raw: Mapping[str, str]) -> dict[str, Any]:
     return data
 
 
+class QueueFull(Exception):
+    """As many jobs as allowed are already waiting."""
+
+    def __init__(self, waiting: int):
+        super().__init__(f"{waiting} jobs are waiting")
+        self.waiting = waiting
+
+
 class TransitionRefused(Exception):
     """The job was not in a state the change may start from (or does not exist)."""
 
@@ -160,17 +171,25 @@ class JobStore:
         self._lapsed = redis.register_script(_LAPSED)
 
     async def create(
-        self, record: JobRecord, idempotency: tuple[str, str] | None = None
+        self,
+        record: JobRecord,
+        idempotency: tuple[str, str] | None = None,
+        max_queued: int = 2**62,
     ) -> str | None:
-        """Store a new queued job. With ``idempotency=(key, value)``, only if that key is free:
-        returns the key's existing value instead (and writes nothing)."""
+        """Store a new queued job, in one atomic step with its checks. With
+        ``idempotency=(key, value)``, only if that key is free: returns the key's existing value
+        instead. Raises :class:`QueueFull` when ``max_queued`` jobs already wait."""
         pairs: list[str] = []
         for name, value in _encode(record.model_dump(mode="json")).items():
             pairs += [name, value]
         key, value = idempotency or ("", "")
-        return await self._create(
-            keys=[job_key(record.id), key, QUEUED_COUNT], args=[self.ttl_s, value, *pairs]
+        outcome, detail = await self._create(
+            keys=[job_key(record.id), key, QUEUED_COUNT],
+            args=[self.ttl_s, value, max_queued, *pairs],
         )
+        if outcome == "full":
+            raise QueueFull(int(detail))
+        return detail if outcome == "exists" else None
 
     async def discard(self, job_id: str, idempotency_key: str | None = None) -> None:
         """Undo :meth:`create` for a job that could not be enqueued."""

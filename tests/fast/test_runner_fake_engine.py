@@ -18,7 +18,7 @@ from api.waiter import JobWaiter
 from genq.constants import QUEUED_COUNT
 from genq.redis_server import EmbeddedRedis
 from genq.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus
-from genq.store import JobStore, TransitionRefused
+from genq.store import JobStore, QueueFull, TransitionRefused
 from worker.engine import GenerationResult, InvalidInput, Progress
 from worker.runner import RunningJob, RunOptions, run_job
 
@@ -307,3 +307,23 @@ def test_a_job_that_keeps_killing_its_worker_is_failed(with_store) -> None:
 
     record = with_store(scenario)
     assert record.error.type == "worker_lost" and record.attempts == 3
+
+
+def test_a_full_queue_refuses_new_jobs_but_replays_an_idempotency_key(with_store) -> None:
+    async def scenario(store: JobStore, _: Redis) -> None:
+        job_input = JobCreate(prompt="x").to_input()
+
+        def record(job_id: str) -> JobRecord:
+            return JobRecord(id=job_id, status=JobStatus.QUEUED, created_at=1.0, input=job_input)
+
+        assert await store.create(record("a"), ("genq:idem:a", "first"), max_queued=2) is None
+        assert await store.create(record("b"), max_queued=2) is None
+        with pytest.raises(QueueFull) as full:
+            await store.create(record("c"), max_queued=2)
+        assert full.value.waiting == 2
+        assert await store.get("c") is None
+        # The first request again: its job, not a 429.
+        assert await store.create(record("d"), ("genq:idem:a", "again"), max_queued=2) == "first"
+        assert await store.queued_count() == 2
+
+    with_store(scenario)
