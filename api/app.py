@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import genq
+from api.deps import Services
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
 from api.routes import generate, health, jobs, workers
@@ -28,12 +29,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     store = JobStore(redis, settings.result_ttl_s)
     waiter = JobWaiter(redis, store)
     celery = make_celery(settings, "genq-api")
-    app.state.redis, app.state.store, app.state.waiter, app.state.celery = (
-        redis,
-        store,
-        waiter,
-        celery,
-    )
+    app.state.services = Services(settings, redis, store, waiter, celery)
     await waiter.start()
     try:
         yield

@@ -1,7 +1,14 @@
-"""Shared dependencies as ``Annotated`` aliases; the clients live on ``app.state`` (lifespan)."""
+"""What routes share, as one ``Annotated`` dependency: the process's clients, made once in the
+lifespan (api.app) and kept on ``app.state.services``.
+
+One dependency rather than one per client, and ``async def``: FastAPI solves every dependency of
+every request (a plain ``def`` one even in a thread pool), and on the hot ``POST /v1/jobs`` path
+that bookkeeping cost more than the job's own Redis step (ops/bench/api_ceiling.py).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from celery import Celery
@@ -13,28 +20,17 @@ from genq.settings import ApiSettings
 from genq.store import JobStore
 
 
-def _settings(request: Request) -> ApiSettings:
-    return request.app.state.settings
+@dataclass(frozen=True)
+class Services:
+    settings: ApiSettings
+    redis: Redis
+    store: JobStore
+    waiter: JobWaiter
+    celery: Celery  # builds task messages only; the API never connects it to the broker
 
 
-def _redis(request: Request) -> Redis:
-    return request.app.state.redis
+async def _services(request: Request) -> Services:
+    return request.app.state.services
 
 
-def _store(request: Request) -> JobStore:
-    return request.app.state.store
-
-
-def _celery(request: Request) -> Celery:
-    return request.app.state.celery
-
-
-def _waiter(request: Request) -> JobWaiter:
-    return request.app.state.waiter
-
-
-SettingsDep = Annotated[ApiSettings, Depends(_settings)]
-RedisDep = Annotated[Redis, Depends(_redis)]
-StoreDep = Annotated[JobStore, Depends(_store)]
-CeleryDep = Annotated[Celery, Depends(_celery)]
-WaiterDep = Annotated[JobWaiter, Depends(_waiter)]
+ServicesDep = Annotated[Services, Depends(_services)]

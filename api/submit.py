@@ -1,26 +1,22 @@
-"""Accepting a job: refuse it if the queue is full, write its record, put its message on the queue."""
+"""Accepting a job: refuse it if the queue is full, write its record and put its message on the
+queue, all in one atomic Redis step (genq.store)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import time
 import uuid
 
-from celery import Celery
-from starlette.concurrency import run_in_threadpool
-
+from api.deps import Services
 from api.errors import ApiError
 from api.routes.workers import warm_workers
-from genq.celery_config import send_job
+from genq.celery_config import task_message
 from genq.constants import idempotency_key
 from genq.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus
 from genq.settings import ApiSettings
 from genq.store import JobStore, QueueFull
-
-log = logging.getLogger(__name__)
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 
@@ -50,18 +46,16 @@ async def overloaded(store: JobStore, settings: ApiSettings, waiting: int) -> Ap
 
 
 async def submit_job(
-    store: JobStore,
-    celery: Celery,
-    settings: ApiSettings,
+    svc: Services,
     job_input: JobInput,
     idempotency: tuple[str, str] | None = None,
 ) -> tuple[JobRecord, bool]:
     """Returns the job and whether it is new. With ``idempotency=(Idempotency-Key, request
     hash)`` a repeated key returns the job it created (409 if the request differs)."""
+    store, settings = svc.store, svc.settings
     record = JobRecord(
         id=new_job_id(), status=JobStatus.QUEUED, created_at=time.time(), input=job_input
     )
-    idem_key = None
     idem = None
     if idempotency is not None:
         key, digest = idempotency
@@ -71,26 +65,18 @@ async def submit_job(
                 "invalid_request",
                 f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
             )
-        idem_key = idempotency_key(key)
-        idem = (idem_key, json.dumps({"id": record.id, "hash": digest}))
-    # The record exists before any worker can see the message, so a worker always finds it.
-    # A replay of an Idempotency-Key returns its job even when the queue is full.
+        idem = (idempotency_key(key), json.dumps({"id": record.id, "hash": digest}))
+    # Record and message are written together: a worker always finds the record, and a job is
+    # never accepted without its message. A replay of an Idempotency-Key returns its job even
+    # when the queue is full.
+    payload = JobPayload(id=record.id, input=job_input, created_at=record.created_at)
+    message = (settings.queue, task_message(svc.celery, payload, settings.queue))
     try:
-        existing = await store.create(record, idem, settings.max_queued)
+        existing = await store.create(record, idem, settings.max_queued, message)
     except QueueFull as full:
         raise await overloaded(store, settings, full.waiting) from None
     if existing is not None:
         return await _existing(store, existing, idempotency), False
-    payload = JobPayload(id=record.id, input=job_input, created_at=record.created_at)
-    try:
-        await run_in_threadpool(send_job, celery, payload, settings.queue)
-    except Exception as exc:
-        # Not accepted: remove the record so nothing half-made is left behind.
-        log.warning("could not enqueue job %s: %s", record.id, exc)
-        await store.discard(record.id, idem_key)
-        raise ApiError(
-            503, "unavailable", "the queue is unreachable; retry shortly", {"Retry-After": "1"}
-        ) from exc
     return record, True
 
 

@@ -3,6 +3,10 @@ imports the worker's code; the worker adds its pool, tasks and signal handlers o
 
 from __future__ import annotations
 
+import base64
+import json
+import uuid
+
 from celery import Celery
 
 from genq.constants import TASK_GENERATE
@@ -51,6 +55,40 @@ def _argsrepr(payload: JobPayload) -> str:
     text = job.prompt if job.prompt is not None else job.messages[-1].content
     short = text if len(text) <= _ARGSREPR_CHARS else text[: _ARGSREPR_CHARS - 1] + "…"
     return repr(short)
+
+
+def task_message(celery: Celery, payload: JobPayload, queue: str) -> str:
+    """The job's Celery message exactly as ``send_job`` puts it on a Redis queue (kombu's Redis
+    transport: a JSON envelope LPUSHed on the list named after the queue), for callers that push
+    it themselves: the API writes the job record and its message in one atomic Redis step
+    (genq.store). Headers and body come from Celery's own protocol-2 builder; a fast test checks
+    the result against what ``send_task`` pushes."""
+    msg = celery.amqp.as_task_v2(
+        payload.id,
+        TASK_GENERATE,
+        args=[payload.model_dump(mode="json")],
+        argsrepr=_argsrepr(payload),
+        kwargsrepr="{}",
+        ignore_result=None,  # as send_task: the task's own setting decides
+    )
+    body = json.dumps(msg.body, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "body": base64.b64encode(body).decode(),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": msg.headers,
+            "properties": {
+                **msg.properties,
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        },
+        separators=(",", ":"),
+    )
 
 
 def send_job(celery: Celery, payload: JobPayload, queue: str) -> None:

@@ -44,6 +44,7 @@ def cmd_api(_: argparse.Namespace) -> int:
         factory=True,
         host=settings.api_host,
         port=settings.api_port,
+        workers=settings.api_workers,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=30,
     )

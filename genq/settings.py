@@ -46,6 +46,8 @@ class CommonSettings(BaseSettings):
 class ApiSettings(CommonSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # uvicorn processes serving the API (each with its own Redis connections).
+    api_workers: int = Field(1, ge=1, le=64)
     # How long the synchronous POST /generate waits for its job before answering 504.
     generate_timeout_s: float = Field(300.0, gt=0)
     # Jobs waiting to start above which POST /v1/jobs answers 429.

@@ -31,10 +31,11 @@ _JSON_FIELDS = ("input", "output", "error", "metrics")
 _FLOAT_FIELDS = ("created_at", "started_at", "completed_at")
 _INT_FIELDS = ("attempts",)
 
-# KEYS[1] the job hash, KEYS[2] the idempotency key ('' for none), KEYS[3] the queued counter.
-# ARGV: TTL seconds, idempotency value, the most jobs that may wait, then the record's
-# field/value pairs. Nothing is written when it returns {'exists', the key's value} (the key is
-# taken) or {'full', jobs waiting}; else {'created', ''}.
+# KEYS[1] the job hash, KEYS[2] the idempotency key ('' for none), KEYS[3] the queued counter,
+# KEYS[4] the queue's Redis list ('' to enqueue nothing). ARGV: TTL seconds, idempotency value,
+# the most jobs that may wait, the job's queue message, then the record's field/value pairs.
+# Nothing is written when it returns {'exists', the key's value} (the key is taken) or
+# {'full', jobs waiting}; else {'created', ''}, with the record and its message both written.
 _CREATE = """
 if KEYS[2] ~= '' then
   local existing = redis.call('GET', KEYS[2])
@@ -43,9 +44,10 @@ end
 local waiting = tonumber(redis.call('GET', KEYS[3]) or '0')
 if waiting >= tonumber(ARGV[3]) then return {'full', tostring(waiting)} end
 if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[1]) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('INCR', KEYS[3])
+if KEYS[4] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[4]) end
 return {'created', ''}
 """
 
@@ -175,30 +177,25 @@ class JobStore:
         record: JobRecord,
         idempotency: tuple[str, str] | None = None,
         max_queued: int = 2**62,
+        message: tuple[str, str] | None = None,
     ) -> str | None:
-        """Store a new queued job, in one atomic step with its checks. With
+        """Store a new queued job, in one atomic step with its checks and, with
+        ``message=(queue list, message)``, with its message pushed on the queue: one round trip,
+        and never a record without its message nor a message without its record. With
         ``idempotency=(key, value)``, only if that key is free: returns the key's existing value
         instead. Raises :class:`QueueFull` when ``max_queued`` jobs already wait."""
         pairs: list[str] = []
         for name, value in _encode(record.model_dump(mode="json")).items():
             pairs += [name, value]
         key, value = idempotency or ("", "")
+        queue, body = message or ("", "")
         outcome, detail = await self._create(
-            keys=[job_key(record.id), key, QUEUED_COUNT],
-            args=[self.ttl_s, value, max_queued, *pairs],
+            keys=[job_key(record.id), key, QUEUED_COUNT, queue],
+            args=[self.ttl_s, value, max_queued, body, *pairs],
         )
         if outcome == "full":
             raise QueueFull(int(detail))
         return detail if outcome == "exists" else None
-
-    async def discard(self, job_id: str, idempotency_key: str | None = None) -> None:
-        """Undo :meth:`create` for a job that could not be enqueued."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(job_key(job_id))
-            pipe.decr(QUEUED_COUNT)
-            if idempotency_key:
-                pipe.delete(idempotency_key)
-            await pipe.execute()
 
     async def queued_count(self) -> int:
         return int(await self.redis.get(QUEUED_COUNT) or 0)

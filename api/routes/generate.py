@@ -6,7 +6,7 @@ import time
 
 from fastapi import APIRouter
 
-from api.deps import CeleryDep, SettingsDep, StoreDep, WaiterDep
+from api.deps import ServicesDep
 from api.errors import ApiError
 from api.submit import submit_job
 from genq.schemas import ErrorBody, GenerateRequest, GenerateResponse, JobStatus
@@ -21,16 +21,11 @@ _FAILED_STATUS = {"invalid_input": 422}
     "/generate",
     responses={s: {"model": ErrorBody} for s in (400, 409, 413, 422, 429, 503, 504)},
 )
-async def generate(
-    body: GenerateRequest,
-    store: StoreDep,
-    celery: CeleryDep,
-    waiter: WaiterDep,
-    settings: SettingsDep,
-) -> GenerateResponse:
+async def generate(body: GenerateRequest, svc: ServicesDep) -> GenerateResponse:
     t0 = time.perf_counter()
-    record, _ = await submit_job(store, celery, settings, body.to_input())
-    done = await waiter.wait(record.id, settings.generate_timeout_s)
+    settings = svc.settings
+    record, _ = await submit_job(svc, body.to_input())
+    done = await svc.waiter.wait(record.id, settings.generate_timeout_s)
     if done is None:
         raise ApiError(503, "unavailable", f"job {record.id} disappeared (expired?)")
     if done.status is JobStatus.SUCCEEDED and done.output is not None:

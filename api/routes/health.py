@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.deps import RedisDep
+from api.deps import ServicesDep
 from api.errors import error_response
 from api.routes.workers import warm_workers
 from genq.schemas import ErrorBody
@@ -20,12 +20,12 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"model": ErrorBody, "description": "not ready, and why"}})
-async def readyz(redis: RedisDep) -> JSONResponse:
+async def readyz(svc: ServicesDep) -> JSONResponse:
     try:
-        await redis.ping()
+        await svc.redis.ping()
     except Exception as exc:  # noqa: BLE001 - any failure here means "not ready"
         return error_response(503, "not_ready", f"Redis is unreachable: {exc}")
-    workers = await warm_workers(redis)
+    workers = await warm_workers(svc.redis)
     if not workers:
         return error_response(503, "not_ready", "no warm worker is consuming the queue yet")
     return JSONResponse({"status": "ready", "redis": "ok", "warm_workers": len(workers)})

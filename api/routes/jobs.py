@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
 
-from api.deps import CeleryDep, SettingsDep, StoreDep, WaiterDep
+from api.deps import ServicesDep
 from api.errors import ApiError
 from api.submit import request_hash, submit_job
 from genq.constants import CANCEL_CHANNEL
@@ -23,13 +23,15 @@ from genq.schemas import (
 )
 from genq.store import TransitionRefused
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+PREFIX = "/v1/jobs"
+router = APIRouter(prefix=PREFIX, tags=["jobs"])
 
 _ERRORS = {s: {"model": ErrorBody} for s in (400, 404, 409, 413, 422, 429, 503)}
 
 
 def public(request: Request, record: JobRecord) -> JobPublic:
-    return JobPublic.from_record(record, str(request.url_for("get_job", job_id=record.id)))
+    # What request.url_for("get_job", ...) gives, without its search through every route.
+    return JobPublic.from_record(record, f"{request.base_url}{PREFIX[1:]}/{record.id}")
 
 
 _REPLAY = {200: {"model": JobPublic, "description": "the job this Idempotency-Key created"}}
@@ -40,9 +42,7 @@ async def create_job(
     body: JobCreate,
     request: Request,
     response: Response,
-    store: StoreDep,
-    celery: CeleryDep,
-    settings: SettingsDep,
+    svc: ServicesDep,
     idempotency_key: Annotated[str | None, Header()] = None,
     cancel_after: Annotated[float | None, Header(gt=0, le=MAX_DEADLINE_S)] = None,
 ) -> JobPublic:
@@ -54,7 +54,7 @@ async def create_job(
             raise ApiError(422, "invalid_request", "Cancel-After and deadline_s disagree")
         body.deadline_s = cancel_after
     idempotency = None if idempotency_key is None else (idempotency_key, request_hash(body))
-    record, new = await submit_job(store, celery, settings, body.to_input(), idempotency)
+    record, new = await submit_job(svc, body.to_input(), idempotency)
     job = public(request, record)
     response.headers["Location"] = job.urls.get
     if not new:
@@ -67,13 +67,12 @@ async def cancel_job(
     job_id: str,
     request: Request,
     response: Response,
-    store: StoreDep,
-    waiter: WaiterDep,
-    settings: SettingsDep,
+    svc: ServicesDep,
 ) -> JobPublic:
     """A queued job is canceled at once and never runs (200). A running one is aborted inside the
     engine and ends ``canceled`` with its partial output (200 once it has, 202 if it takes longer
     than ``GENQ_CANCEL_WAIT_S``). A finished job: 409."""
+    store = svc.store
     try:
         await store.transition(
             job_id,
@@ -91,7 +90,7 @@ async def cancel_job(
             raise ApiError(409, "conflict", f"job {job_id} already {refused.current.value}")
         # Running: every worker hears this; the one running it aborts it in its engine.
         await store.redis.publish(CANCEL_CHANNEL, json.dumps({"id": job_id, "reason": "canceled"}))
-        record = await waiter.wait(job_id, settings.cancel_wait_s)
+        record = await svc.waiter.wait(job_id, svc.settings.cancel_wait_s)
         if record is None:
             raise ApiError(404, "not_found", f"job {job_id!r} expired") from None
         if not record.status.is_terminal():
@@ -101,8 +100,8 @@ async def cancel_job(
 
 
 @router.get("/{job_id}", responses=_ERRORS)
-async def get_job(job_id: str, request: Request, store: StoreDep) -> JobPublic:
-    record = await store.get(job_id)
+async def get_job(job_id: str, request: Request, svc: ServicesDep) -> JobPublic:
+    record = await svc.store.get(job_id)
     if record is None:
         raise ApiError(404, "not_found", f"no job with id {job_id!r} (unknown or expired)")
     return public(request, record)

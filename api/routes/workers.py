@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from api.deps import RedisDep
+from api.deps import ServicesDep
 from genq.constants import WORKERS_SET, worker_key
 from genq.schemas import WorkerInfo
 
@@ -30,5 +30,5 @@ async def warm_workers(redis: Redis) -> list[WorkerInfo]:
 
 
 @router.get("")
-async def list_workers(redis: RedisDep) -> WorkerList:
-    return WorkerList(workers=await warm_workers(redis))
+async def list_workers(svc: ServicesDep) -> WorkerList:
+    return WorkerList(workers=await warm_workers(svc.redis))
