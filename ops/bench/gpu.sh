@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# The GPU run of ops/bench/bench.py, as made on a lent H100 (see docs/benchmarks.md).
-# Needs vLLM 0.22 + genq's deps on PYTHONPATH (../shared/gpu/GPU.md) and a model directory:
-# MODEL_DIR (default .device/model: a Llama-3-8B-shaped config with the SmolLM2 tokenizer,
-# weights made up by vLLM's load_format=dummy: real compute, random tokens).
+# The GPU run of ops/bench/bench.py (see docs/benchmarks.md). Needs vLLM 0.22 + genq's deps on
+# PYTHONPATH (../shared/gpu/GPU.md) and a model directory: MODEL_DIR (default .device/model: a
+# Llama-3-8B-shaped config with the SmolLM2 tokenizer; load_format=dummy makes up the weights:
+# real compute, random tokens, so every output length is forced).
+#   SYSTEMS=limit,engine,genq  bash ops/bench/gpu.sh    # a part of it (a device call has 10 min)
+#   SYSTEMS=vllm_serve         bash ops/bench/gpu.sh    # the rest, added to the same result
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/genq-gpu-bench}; mkdir -p "$OUT"
+KEEP=${KEEP:-/root/genq-bench}; mkdir -p "$KEEP"   # survives between calls on a kept machine
 export GENQ_MODEL=${MODEL_DIR:-$PWD/.device/model}
 export GENQ_REDIS_SERVER=${GENQ_REDIS_SERVER:-$PWD/.device/run/bin/redis-server}
-export VLLM_CACHE_ROOT=${VLLM_CACHE_ROOT:-/tmp/vllm-cache}
+export VLLM_CACHE_ROOT=${VLLM_CACHE_ROOT:-/root/vllm-cache}
 ENGINE_ARGS='{"load_format": "dummy", "max_num_batched_tokens": 16384}'
-python3 ops/bench/bench.py --prompts 256 --tokens 256 --concurrency 1,16,64,256 \
+RESUME=(); [ -f "$KEEP/gpu.json" ] && RESUME=(--resume "$KEEP/gpu.json")
+python3 ops/bench/bench.py --prompts 1024 --tokens 256 --concurrency 1,4,16,64,256 \
+  --mix-prompts 1024 --mix-concurrency 64,256 --mix-prompt-median 256 --mix-output-median 128 \
+  --mix-max-prompt 2048 --mix-max-output 1024 \
   --worker-concurrency 256 --seed-requests 4 --engine-args "$ENGINE_ARGS" \
-  --logs "$OUT" --out "$OUT/gpu.json" 2>&1 | tee "$OUT/bench.txt"
+  --systems "${SYSTEMS:-limit,engine,genq,vllm_serve}" "${RESUME[@]}" \
+  --logs "$OUT" --out "$OUT/gpu.json" 2>&1 | tee -a "$OUT/bench.txt"
+cp "$OUT/gpu.json" "$KEEP/gpu.json"

@@ -1,0 +1,113 @@
+"""Tables from a benchmark result (the JSON ops/bench/bench.py writes).
+
+.venv/bin/python ops/bench/report.py docs/bench/cpu.json     # prints the tables again
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+SYSTEMS = (
+    ("engine", "engine alone, c in flight (AsyncLLM)"),
+    ("genq", "genq (HTTP -> Redis -> worker)"),
+    ("vllm_serve", "`vllm serve` (OpenAI API, streamed)"),
+)
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return float("nan")
+    return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
+
+
+def _ms(values: list[float] | None, qs: tuple[int, ...], scale: float = 1000) -> str:
+    if not values:
+        return "-"
+    return "/".join(f"{pct(values, q) * scale:.0f}" for q in qs)
+
+
+def tps(run: dict) -> float:
+    return run["output_tokens"] / run["seconds"]
+
+
+def workload_table(result: dict[str, Any], workload: str) -> str:
+    limit = result["offline"]["limit"][workload]
+    limit_tps = tps(limit)
+    engine_at = {r["concurrency"]: r for r in result.get("engine", []) if r["workload"] == workload}
+    lines = [
+        "| system | conc. | jobs | out tok/s | x limit | x engine at c | jobs/s "
+        "| latency p50/p95/p99 ms | TTFT p50/p95 ms | queue p50 ms | overhead p50/p99 ms |",
+        "|" + "---|" * 11,
+        f"| engine limit (offline `LLM.generate`, all at once) | all | {limit['jobs']} "
+        f"| {limit_tps:.0f} | 1.00 | - | {limit['jobs'] / limit['seconds']:.2f} | - | - | - | - |",
+    ]
+    if workload == "fixed":
+        seed = result["offline"]["seed"]
+        lines.append(
+            f"| seed pattern (one blocking `generate` at a time) | 1 | {seed['jobs']} "
+            f"| {tps(seed):.0f} | {tps(seed) / limit_tps:.2f} | - "
+            f"| {seed['jobs'] / seed['seconds']:.2f} | {_ms(seed['latencies_s'], (50, 95, 99))} "
+            "| - | - | - |"
+        )
+    levels = sorted({r["concurrency"] for key, _ in SYSTEMS for r in result.get(key, [])})
+    for c in levels:
+        for key, name in SYSTEMS:
+            for r in result.get(key, []):
+                if r["workload"] != workload or r["concurrency"] != c:
+                    continue
+                anchor = engine_at.get(c)
+                vs_engine = f"{tps(r) / tps(anchor):.2f}" if anchor else "-"
+                queue = f"{pct(r['queue_ms'], 50):.0f}" if r.get("queue_ms") else "-"
+                lines.append(
+                    f"| {name} | {c} | {r['jobs']} | {tps(r):.0f} | {tps(r) / limit_tps:.2f} "
+                    f"| {vs_engine} | {r['jobs'] / r['seconds']:.2f} "
+                    f"| {_ms(r['latency_s'], (50, 95, 99))} | {_ms(r['ttft_s'], (50, 95))} "
+                    f"| {queue} | {_ms(r.get('overhead_ms'), (50, 99), 1)} |"
+                )
+    return "\n".join(lines)
+
+
+def genq_server_table(result: dict[str, Any]) -> str:
+    lines = [
+        "| workload | genq conc. | server tok/s (first accepted -> last stored) | x limit "
+        "| client send -> API accept p50/p99 ms | result stored -> client p50/p99 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result["genq"]:
+        limit_tps = tps(result["offline"]["limit"][r["workload"]])
+        server_tps = r["output_tokens"] / r["server_seconds"]
+        lines.append(
+            f"| {r['workload']} | {r['concurrency']} | {server_tps:.0f} "
+            f"| {server_tps / limit_tps:.2f} | {_ms(r['send_to_accept_ms'], (50, 99), 1)} "
+            f"| {_ms(r['stored_to_client_ms'], (50, 99), 1)} |"
+        )
+    return "\n".join(lines)
+
+
+def render(result: dict[str, Any]) -> str:
+    meta = result["meta"]
+    out = [f"machine: {meta['machine']}; model {meta['model']}; vLLM {meta['vllm']}"]
+    for workload, description in result["workloads"].items():
+        out += ["", f"workload {workload}: {description}", "", workload_table(result, workload)]
+    if result.get("genq"):
+        out += ["", genq_server_table(result)]
+    if info := result.get("worker"):
+        phases = ", ".join(f"{k} {v:.1f}" for k, v in info["startup_s"].items())
+        curl = result["seed_curl_s"]
+        out += [
+            "",
+            f"genq worker time to ready (s): {phases}; stack start to /readyz 200: "
+            f"{result['ready_s']:.1f}; bare LLM() construction: "
+            f"{result['offline']['construct_s']:.1f}",
+            f"seed curl after warm-up: first {curl[0] * 1000:.0f} ms, median of the next "
+            f"{len(curl) - 1} {pct(curl[1:], 50) * 1000:.0f} ms",
+        ]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(render(json.loads(Path(sys.argv[1]).read_text())))
