@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -203,6 +204,9 @@ def main() -> None:
     p.add_argument("--worker-concurrency", type=int, default=64, help="= the engine's max_num_seqs")
     p.add_argument("--seed-requests", type=int, default=8)
     p.add_argument("--jobs-per-slot", type=int, default=4, help="jobs run at c: c x this")
+    p.add_argument(
+        "--profile-worker", metavar="PY_SPY", help="py-spy binary: profile the busiest level"
+    )
     p.add_argument("--resume", type=Path, help="a result JSON: keep its systems, run the rest")
     p.add_argument("--engine-args", default=os.environ.get("GENQ_ENGINE_ARGS", "{}"))
     p.add_argument("--systems", default="limit,engine,genq,vllm_serve")
@@ -294,7 +298,33 @@ def run_genq_stack(
         for name, cs in levels.items():
             for c in cs:
                 print(f"genq: {name} at concurrency {c} ...", flush=True)
+                profiler = None
+                if args.profile_worker and name == "fixed" and c == max(cs):
+                    # py-spy on the worker while it runs the busiest level (raw folded stacks)
+                    out = (args.logs or work) / f"worker-profile-c{c}.txt"
+                    profiler = subprocess.Popen(
+                        [
+                            args.profile_worker,
+                            "record",
+                            "-p",
+                            str(stack.procs[1].pid),
+                            "-r",
+                            "49",
+                            "-d",
+                            "60",
+                            "--nonblocking",
+                            "-f",
+                            "raw",
+                            "-o",
+                            str(out),
+                        ],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.STDOUT,
+                    )
                 run = loadgen.run_genq(stack.url, subset(jobs[name], c, args), c)
+                if profiler:
+                    profiler.send_signal(signal.SIGINT)
+                    profiler.wait(30)
                 result["genq"].append({"workload": name, **run})
     finally:
         stack.stop()
@@ -333,9 +363,6 @@ def meta(model: str, args: argparse.Namespace) -> dict:
         "vllm": vllm_version,
         "args": vars(args),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip(),
     }
 
 

@@ -18,6 +18,6 @@ python3 ops/bench/bench.py --prompts 1024 --tokens 256 --concurrency 1,4,16,64,2
   --mix-prompts 1024 --mix-concurrency 64,256 --mix-prompt-median 256 --mix-output-median 128 \
   --mix-max-prompt 2048 --mix-max-output 1024 \
   --worker-concurrency 256 --seed-requests 4 --engine-args "$ENGINE_ARGS" \
-  --systems "${SYSTEMS:-limit,engine,genq,vllm_serve}" "${RESUME[@]}" \
+  --systems "${SYSTEMS:-limit,engine,genq,vllm_serve}" "${RESUME[@]}" ${PROFILE:+--profile-worker "$PROFILE"} \
   --logs "$OUT" --out "$OUT/gpu.json" 2>&1 | tee -a "$OUT/bench.txt"
 cp "$OUT/gpu.json" "$KEEP/gpu.json"
