@@ -69,10 +69,6 @@ class WorkerSettings(CommonSettings):
     warmup_prompt: str = "Warm-up: say hello."
     warmup_max_tokens: int = Field(16, ge=1)
     heartbeat_s: float = Field(5.0, gt=0)
-    # How often Python hands the GIL between threads (sys.setswitchinterval). The worker's threads
-    # (Celery's consumer, the task threads, the engine's event loop) pass each job along several
-    # times; each pass can wait a whole interval while the engine loop holds the GIL.
-    switch_interval_ms: float = Field(5.0, gt=0)
     # The hard limit on one job's run: past it the job is aborted (error type "deadline").
     max_job_seconds: float = Field(3600.0, gt=0)
     # SIGTERM: running jobs get this long to finish; the rest go back to the queue.

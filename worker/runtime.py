@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import socket
-import sys
 import threading
 import time
 from collections import deque
@@ -95,7 +94,6 @@ class WorkerRuntime:
         cls, settings: WorkerSettings, name: str, resend: Callable[[JobPayload], None]
     ) -> WorkerRuntime:
         t0 = time.perf_counter()
-        sys.setswitchinterval(settings.switch_interval_ms / 1000)
         # Interpreter start, imports of genq and Celery, Celery's own set-up.
         before_init = process_age_s()
         model = settings.model or str(prepare_default_model(settings.cache_dir))

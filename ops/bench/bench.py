@@ -258,21 +258,24 @@ def main() -> None:
         if "genq" in systems:
             run_genq_stack(args, work, jobs, levels, result)
             save()
-        if "vllm_serve" in systems:
-            print("vllm serve: starting ...", flush=True)
+        for key, stream in (("vllm_serve", True), ("vllm_serve_plain", False)):
+            if key not in systems:
+                continue
+            print(f"{key}: starting ...", flush=True)
             server = VllmServe(work, model, args.worker_concurrency, args.engine_args)
             try:
                 server.wait_ready()
-                result["vllm_serve"] = []
+                result[key] = []
                 for name, cs in levels.items():
                     for c in cs:
-                        print(f"vllm serve: {name} at concurrency {c} ...", flush=True)
+                        print(f"{key}: {name} at concurrency {c} ...", flush=True)
                         run = loadgen.run_openai(
-                            server.url, "bench", subset(jobs[name], c, args), c
+                            server.url, "bench", subset(jobs[name], c, args), c, stream
                         )
-                        result["vllm_serve"].append({"workload": name, **run})
+                        result[key].append({"workload": name, **run})
             finally:
                 server.stop()
+            save()
     finally:
         if args.logs:
             args.logs.mkdir(parents=True, exist_ok=True)

@@ -82,8 +82,10 @@ def run_genq(url: str, jobs: list[dict], concurrency: int) -> dict:
     }
 
 
-def run_openai(url: str, model: str, jobs: list[dict], concurrency: int) -> dict:
+def run_openai(url: str, model: str, jobs: list[dict], concurrency: int, stream: bool) -> dict:
     async def send(session: aiohttp.ClientSession, job: dict) -> dict:
+        if not stream:
+            return await send_plain(session, job)
         body = {
             "model": model,
             "messages": [{"role": "user", "content": job["prompt"]}],
@@ -107,6 +109,21 @@ def run_openai(url: str, model: str, jobs: list[dict], concurrency: int) -> dict
                 if chunk.get("usage"):
                     tokens = chunk["usage"]["completion_tokens"]
         return {"latency_s": time.perf_counter() - sent, "ttft_s": ttft, "tokens": tokens}
+
+    async def send_plain(session: aiohttp.ClientSession, job: dict) -> dict:
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": job["prompt"]}],
+            "max_tokens": job["max_tokens"],
+            "min_tokens": job["min_tokens"],
+            "temperature": 0,
+        }
+        sent = time.perf_counter()
+        async with session.post(f"{url}/v1/chat/completions", json=body) as r:
+            r.raise_for_status()
+            answer = await r.json()
+        tokens = answer["usage"]["completion_tokens"]
+        return {"latency_s": time.perf_counter() - sent, "ttft_s": None, "tokens": tokens}
 
     results, wall = asyncio.run(_closed_loop(jobs, concurrency, send))
     return {

@@ -14,6 +14,7 @@ SYSTEMS = (
     ("engine", "engine alone, c in flight (AsyncLLM)"),
     ("genq", "genq (HTTP -> Redis -> worker)"),
     ("vllm_serve", "`vllm serve` (OpenAI API, streamed)"),
+    ("vllm_serve_plain", "`vllm serve` (OpenAI API, not streamed)"),
 )
 
 
