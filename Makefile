@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.genq-installed
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 WORKER_EXTRA := $(if $(HAS_GPU),worker-gpu,worker-cpu)
 
-.PHONY: install model run test test-fast lint clean
+.PHONY: install model run test test-fast lint bench bench-api clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,16 @@ test-fast: install
 lint: install
 	$(BIN)/ruff format --check genq api worker tests ops
 	$(BIN)/ruff check genq api worker tests ops
+
+# The benchmark (docs/benchmarks.md): genq beside the engine, `vllm serve` and the seed's pattern,
+# then its plots; and the API's own ceiling (needs wrk: apt-get install wrk).
+bench: model
+	$(BIN)/python -m pip install -q 'matplotlib>=3.8'  # the bench extra
+	$(BIN)/python ops/bench/bench.py --out docs/bench/cpu.json
+	$(BIN)/python ops/bench/plot.py docs/bench/cpu.json --out docs/img
+
+bench-api: install
+	$(BIN)/python ops/bench/api_ceiling.py --out docs/bench/api-ceiling.json
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
