@@ -78,6 +78,21 @@ def engine_run(mode: str, args: argparse.Namespace, model: str, files: Path, lev
     return json.loads(line[len(MARKER) :])
 
 
+def wait_ok(url: str, procs: list[subprocess.Popen], timeout_s: float, what: str) -> None:
+    """Until ``url`` answers 200; fails at once if one of ``procs`` exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError(f"{what}: a process exited")
+        try:
+            if httpx.get(url).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{what}: not ready within {timeout_s} s")
+
+
 class Stack:
     """Redis + API + one worker, as separate processes (what `genq up` runs, minus Flower)."""
 
@@ -107,17 +122,7 @@ class Stack:
             )
 
     def wait_ready(self, timeout_s: float = 600) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if any(p.poll() is not None for p in self.procs):
-                raise RuntimeError(f"a process exited; logs in {self.logs}")
-            try:
-                if httpx.get(f"{self.url}/readyz").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError("the worker did not get warm")
+        wait_ok(f"{self.url}/readyz", self.procs, timeout_s, f"genq (logs in {self.logs})")
 
     def worker_info(self) -> dict:
         client = redis.Redis.from_url(self.redis.url, decode_responses=True)
@@ -155,17 +160,7 @@ class VllmServe:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
 
     def wait_ready(self, timeout_s: float = 900) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vllm serve exited; see {self.log}")
-            try:
-                if httpx.get(f"{self.url}/health").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError("vllm serve did not start")
+        wait_ok(f"{self.url}/health", [self.proc], timeout_s, f"vllm serve (log: {self.log})")
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -19,7 +19,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
 from report import SYSTEMS, tps  # noqa: E402
 
 STYLE = {
@@ -49,14 +48,8 @@ def throughput(result: dict, title: str, out: Path) -> None:
                     **STYLE[key],
                 )
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("requests in flight")
-        ax.set_ylabel("output tokens/s")
-        ax.set_title(f"{title}: {workload} workload")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+        finish(ax, "requests in flight", "output tokens/s", f"{title}: {workload} workload")
+    save(fig, out)
 
 
 def latency_cdf(result: dict, title: str, out: Path) -> None:
@@ -77,11 +70,24 @@ def latency_cdf(result: dict, title: str, out: Path) -> None:
                     label=label.replace("`", ""),
                     color=STYLE[key]["color"],
                 )
-    ax.set_xlabel("request latency (s)")
-    ax.set_ylabel("fraction of requests")
-    ax.set_title(f"{title}: latency CDF, fixed workload, {c} in flight")
+    finish(
+        ax,
+        "request latency (s)",
+        "fraction of requests",
+        f"{title}: latency CDF, fixed workload, {c} in flight",
+    )
+    save(fig, out)
+
+
+def finish(ax: plt.Axes, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def save(fig: plt.Figure, out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
