@@ -98,9 +98,10 @@ class WebhookSettings(CommonSettings):
     # The secret being rotated out: both sign every delivery until it is unset.
     webhook_secret_previous: SecretStr | None = None
     webhook_timeout_s: float = Field(10.0, gt=0, le=300)
-    # Seconds before each try of a ``completed`` delivery: the first is the first try's (0: now).
+    # Seconds to wait before each retry of a ``completed`` delivery (JSON list); its length is
+    # the number of retries. The first try is at once.
     webhook_retry_schedule_s: list[float] = Field(
-        default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE_S), min_length=1
+        default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE_S)
     )
     # How often due deliveries are moved from the schedule onto the webhooks queue.
     webhook_poll_s: float = Field(0.5, gt=0, le=60)

@@ -124,8 +124,10 @@ def completed_delivery(job_id: str) -> Delivery:
 
 # -- retries ---------------------------------------------------------------------------------
 
-# Standard Webhooks' suggestion: now, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h (then give up).
-DEFAULT_RETRY_SCHEDULE_S = [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0]
+# The waits before each retry of a ``completed`` delivery that got no answer, a 429 or a 5xx:
+# Standard Webhooks' suggestion (the first try at once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h
+# after each failed one; 7 tries over ~17.5 h, then give up).
+DEFAULT_RETRY_SCHEDULE_S = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0]
 JITTER = 0.1  # each delay is drawn from +-10 % of the schedule's
 RETRY_AFTER_MAX_S = 24 * 3600.0
 
@@ -156,15 +158,16 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 def next_delay(
     schedule: list[float],
-    tries: int,
+    retries_done: int,
     retry_after: float | None = None,
     rng: random.Random | None = None,
 ) -> float | None:
-    """Seconds to wait before the next try, after ``tries`` tries; None when the schedule is
-    spent. The schedule's delay with jitter, but never sooner than ``Retry-After`` asks."""
-    if tries >= len(schedule):
+    """Seconds to wait before the next retry when ``retries_done`` retries already failed; None
+    when the schedule is spent. The schedule's delay with jitter, but never sooner than
+    ``Retry-After`` asks."""
+    if retries_done >= len(schedule):
         return None
-    base = schedule[tries]
+    base = schedule[retries_done]
     jitter = (rng or random).uniform(1 - JITTER, 1 + JITTER)
     delay = base * jitter
     if retry_after is not None:
