@@ -54,7 +54,7 @@ class Receiver:
 
 
 @contextmanager
-def receiver(secret: str, **options) -> Iterator[Receiver]:
+def receiver(secret: str, port: int = 0, **options) -> Iterator[Receiver]:
     state = Receiver(secret, **options)
 
     class Handler(BaseHTTPRequestHandler):
@@ -81,7 +81,7 @@ def receiver(secret: str, **options) -> Iterator[Receiver]:
         def log_message(self, *_: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
