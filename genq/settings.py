@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, RedisDsn, SecretStr
+from pydantic import AliasChoices, Field, RedisDsn, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from genq.constants import DEFAULT_QUEUE
@@ -109,6 +109,11 @@ class WebhookSettings(CommonSettings):
     webhook_concurrency: int = Field(16, ge=1, le=1024)
     # At most this much of a receiver's answer is read.
     webhook_max_response_bytes: int = Field(4096, ge=0)
+
+    @field_validator("webhook_secret", "webhook_secret_previous", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
 
     def signing_secrets(self) -> list[str]:
         """The secrets to sign with, current first; each is checked."""
