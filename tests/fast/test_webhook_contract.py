@@ -57,13 +57,19 @@ def test_an_old_timestamp_is_refused_by_receivers() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "plain", "whsec_", "whsec_not base64!", "whsec_" + base64.b64encode(b"short").decode()],
+    ["plain", "whsec_", "whsec_not base64!", "whsec_" + base64.b64encode(b"short").decode()],
 )
 def test_malformed_secrets_are_refused(bad: str) -> None:
     with pytest.raises(ValueError):
         secret_key(bad)
     with pytest.raises(ValueError):
         WebhookSettings(webhook_secret=bad).signing_secrets()
+
+
+def test_an_empty_secret_is_unset() -> None:
+    with pytest.raises(ValueError):
+        secret_key("")
+    assert WebhookSettings(webhook_secret="").webhook_secret is None
 
 
 def test_the_dev_secret_is_made_once_and_kept(tmp_path: Path) -> None:
