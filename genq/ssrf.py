@@ -159,7 +159,7 @@ async def resolve_async(url: str, allow: AllowList) -> Target:
         infos = await asyncio.wait_for(
             loop.getaddrinfo(host, parts.port or 0, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT_S
         )
-    except (OSError, UnicodeError) as exc:
+    except (OSError, UnicodeError, ValueError) as exc:
         raise UnsafeUrl(f"the webhook host {host!r} does not resolve: {exc}") from None
     except asyncio.TimeoutError:
         raise UnsafeUrl(f"the webhook host {host!r} did not resolve in time") from None

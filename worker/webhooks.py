@@ -125,7 +125,7 @@ class Deliverer:
             target = ssrf.resolve(url, self.allow)
         except ssrf.UnsafeUrl as exc:
             return done(error=f"refused: {exc}", refused=True)
-        except (OSError, UnicodeError) as exc:
+        except (OSError, UnicodeError, ValueError) as exc:
             return done(error=f"does not resolve: {exc}")
         headers = signed_headers(self.secrets, delivery.webhook_id, body, time.time())
         headers |= {
