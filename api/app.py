@@ -29,7 +29,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     store = JobStore(redis, settings.result_ttl_s)
     waiter = JobWaiter(redis, store)
     celery = make_celery(settings, "genq-api")
-    app.state.services = Services(settings, redis, store, waiter, celery)
+    allow = settings.webhook_allow_list()
+    app.state.services = Services(settings, redis, store, waiter, celery, allow)
     await waiter.start()
     try:
         yield

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from api.waiter import JobWaiter
 from genq.settings import ApiSettings
+from genq.ssrf import AllowList
 from genq.store import JobStore
 
 
@@ -27,6 +28,7 @@ class Services:
     store: JobStore
     waiter: JobWaiter
     celery: Celery  # builds task messages only; the API never connects it to the broker
+    webhook_allow: AllowList
 
 
 async def _services(request: Request) -> Services:

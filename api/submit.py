@@ -12,9 +12,10 @@ import uuid
 from api.deps import Services
 from api.errors import ApiError
 from api.routes.workers import warm_workers
+from genq import ssrf
 from genq.celery_config import task_message
 from genq.constants import idempotency_key
-from genq.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus
+from genq.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus, WebhookSpec
 from genq.settings import ApiSettings
 from genq.store import JobStore, QueueFull
 
@@ -45,16 +46,36 @@ async def overloaded(store: JobStore, settings: ApiSettings, waiting: int) -> Ap
     )
 
 
+async def check_webhook(svc: Services, webhook: WebhookSpec) -> None:
+    """422 with the reason when the webhook's URL points somewhere genq does not send to."""
+    try:
+        await ssrf.resolve_async(webhook.url, svc.webhook_allow)
+    except ssrf.UnsafeUrl as exc:
+        raise ApiError(422, "invalid_request", f"webhook: {exc}") from None
+
+
 async def submit_job(
     svc: Services,
     job_input: JobInput,
     idempotency: tuple[str, str] | None = None,
+    webhook: WebhookSpec | None = None,
+    job_url: str = "",
 ) -> tuple[JobRecord, bool]:
     """Returns the job and whether it is new. With ``idempotency=(Idempotency-Key, request
-    hash)`` a repeated key returns the job it created (409 if the request differs)."""
+    hash)`` a repeated key returns the job it created (409 if the request differs). A job with a
+    ``webhook`` keeps ``job_url`` (its URL, ``{id}`` filled in) for the webhook payloads."""
     store, settings = svc.store, svc.settings
+    if webhook is not None:
+        await check_webhook(svc, webhook)
+    job_id = new_job_id()
     record = JobRecord(
-        id=new_job_id(), status=JobStatus.QUEUED, created_at=time.time(), input=job_input
+        id=job_id,
+        status=JobStatus.QUEUED,
+        created_at=time.time(),
+        input=job_input,
+        webhook=webhook.url if webhook else None,
+        webhook_events_filter=webhook.events if webhook else None,
+        url=job_url.format(id=job_id) if webhook and job_url else None,
     )
     idem = None
     if idempotency is not None:
@@ -69,7 +90,9 @@ async def submit_job(
     # Record and message are written together: a worker always finds the record, and a job is
     # never accepted without its message. A replay of an Idempotency-Key returns its job even
     # when the queue is full.
-    payload = JobPayload(id=record.id, input=job_input, created_at=record.created_at)
+    payload = JobPayload(
+        id=record.id, input=job_input, created_at=record.created_at, webhook=webhook
+    )
     message = (settings.queue, task_message(svc.celery, payload, settings.queue))
     try:
         existing = await store.create(record, idem, settings.max_queued, message)

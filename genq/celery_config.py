@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from typing import Any
 
 from celery import Celery
 
@@ -57,17 +58,19 @@ def _argsrepr(payload: JobPayload) -> str:
     return repr(short)
 
 
-def task_message(celery: Celery, payload: JobPayload, queue: str) -> str:
-    """The job's Celery message exactly as ``send_job`` puts it on a Redis queue (kombu's Redis
+def celery_message(
+    celery: Celery, task: str, task_id: str, args: list[Any], queue: str, argsrepr: str
+) -> str:
+    """A Celery message exactly as ``send_task`` puts it on a Redis queue (kombu's Redis
     transport: a JSON envelope LPUSHed on the list named after the queue), for callers that push
-    it themselves: the API writes the job record and its message in one atomic Redis step
-    (genq.store). Headers and body come from Celery's own protocol-2 builder; a fast test checks
-    the result against what ``send_task`` pushes."""
+    it themselves, inside a Lua step of their own (genq.store, the webhooks scheduler). Headers
+    and body come from Celery's own protocol-2 builder; a fast test checks the result against
+    what ``send_task`` pushes."""
     msg = celery.amqp.as_task_v2(
-        payload.id,
-        TASK_GENERATE,
-        args=[payload.model_dump(mode="json")],
-        argsrepr=_argsrepr(payload),
+        task_id,
+        task,
+        args=args,
+        argsrepr=argsrepr,
         kwargsrepr="{}",
         ignore_result=None,  # as send_task: the task's own setting decides
     )
@@ -88,6 +91,19 @@ def task_message(celery: Celery, payload: JobPayload, queue: str) -> str:
             },
         },
         separators=(",", ":"),
+    )
+
+
+def task_message(celery: Celery, payload: JobPayload, queue: str) -> str:
+    """The job's message, as ``send_job`` puts it on its queue: the API writes the job record and
+    its message in one atomic Redis step (genq.store)."""
+    return celery_message(
+        celery,
+        TASK_GENERATE,
+        payload.id,
+        [payload.model_dump(mode="json")],
+        queue,
+        _argsrepr(payload),
     )
 
 

@@ -58,6 +58,17 @@ def cmd_worker(_: argparse.Namespace) -> int:
     return main()
 
 
+def cmd_webhooks(_: argparse.Namespace) -> int:
+    from genq.settings import WebhookSettings  # noqa: PLC0415
+
+    settings = WebhookSettings()
+    _logging(settings.log_level)
+    settings.broker_url()  # fail now, clearly, if no Redis is configured
+    from worker.webhook_app import main  # noqa: PLC0415 - light: no engine
+
+    return main()
+
+
 def cmd_flower(_: argparse.Namespace) -> int:
     settings = FlowerSettings()
     argv = [
@@ -114,12 +125,15 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="genq", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser(
-        "up", help="Redis (embedded unless REDIS_URL), worker, API, Flower"
+        "up", help="Redis (embedded unless REDIS_URL), worker, webhooks, API, Flower"
     ).set_defaults(fn=cmd_up)
     sub.add_parser("api", help="the HTTP API (uvicorn)").set_defaults(fn=cmd_api)
     sub.add_parser("worker", help="a Celery worker with a warm vLLM engine").set_defaults(
         fn=cmd_worker
     )
+    sub.add_parser(
+        "webhooks", help="the webhook sender: signs, delivers and retries webhooks (no engine)"
+    ).set_defaults(fn=cmd_webhooks)
     sub.add_parser("flower", help="Flower, on the same broker").set_defaults(fn=cmd_flower)
     model = sub.add_parser("model", help="the default model")
     model.add_argument("action", choices=["prepare", "path"])

@@ -27,9 +27,17 @@ REQUEUED_KEY = KEY_PREFIX + "requeued:{job_id}"
 WORKERS_SET = KEY_PREFIX + "workers"
 WORKER_KEY = KEY_PREFIX + "worker:{name}"
 
+# Webhook attempts of a job, oldest first: one JSON object per attempt, kept as long as the job.
+DELIVERIES_KEY = KEY_PREFIX + "job:{job_id}:deliveries"
+# Webhook deliveries waiting to be sent: a sorted set, score = when (unix seconds), member = the
+# delivery as JSON. The webhooks process moves due members onto WEBHOOK_QUEUE (genq.webhooks).
+WEBHOOK_SCHEDULE = KEY_PREFIX + "webhooks:scheduled"
+
 # Celery routing.
 DEFAULT_QUEUE = "genq.generate"
 TASK_GENERATE = "genq.generate"
+WEBHOOK_QUEUE = "genq.webhooks"
+TASK_WEBHOOK = "genq.webhook"
 
 
 def job_key(job_id: str) -> str:
@@ -46,3 +54,7 @@ def idempotency_key(key: str) -> str:
 
 def lease_key(job_id: str) -> str:
     return LEASE_KEY.format(job_id=job_id)
+
+
+def deliveries_key(job_id: str) -> str:
+    return DELIVERIES_KEY.format(job_id=job_id)

@@ -18,6 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from genq import ssrf
+from genq.webhooks import DEFAULT_EVENTS, EVENTS, WebhookEvent
+
 # Bounds that keep obviously broken requests out of the queue. The model's own context length is
 # checked by the engine (a job over it fails with a readable error).
 MAX_TOKENS_LIMIT = 32_768
@@ -102,12 +105,39 @@ class JobCreate(SamplingOptions):
     # Seconds from acceptance: not started by then -> canceled unrun; running then -> aborted.
     # The Cancel-After header says the same.
     deadline_s: float | None = Field(None, gt=0, le=MAX_DEADLINE_S)
+    # An http(s) URL to POST the job to on the events of webhook_events_filter (default
+    # ["completed"]). Where it points is checked by the API (genq.ssrf).
+    webhook: str | None = Field(None, min_length=1, max_length=ssrf.MAX_URL_CHARS)
+    webhook_events_filter: list[WebhookEvent] | None = Field(
+        None, min_length=1, max_length=len(EVENTS)
+    )
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_syntax(cls, value: str | None) -> str | None:
+        if value is not None:
+            ssrf.parse(value)  # UnsafeUrl is a ValueError: a 422 with its reason
+        return value
+
+    @field_validator("webhook_events_filter")
+    @classmethod
+    def _unique_events(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [e for e in EVENTS if e in value]
 
     @model_validator(mode="after")
     def _one_input(self) -> JobCreate:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give exactly one of 'prompt' or 'messages'")
+        if self.webhook_events_filter is not None and self.webhook is None:
+            raise ValueError("webhook_events_filter needs a webhook")
         return self
+
+    def webhook_spec(self) -> WebhookSpec | None:
+        if self.webhook is None:
+            return None
+        return WebhookSpec(
+            url=self.webhook, events=self.webhook_events_filter or list(DEFAULT_EVENTS)
+        )
 
     def to_input(self) -> JobInput:
         return JobInput(
@@ -147,12 +177,35 @@ class JobInput(BaseModel):
     deadline_s: float | None = None
 
 
+class WebhookSpec(BaseModel):
+    """Where a job's webhook goes, and for which events."""
+
+    url: str
+    events: list[WebhookEvent]
+
+
 class JobPayload(BaseModel):
     """The Celery message body for ``genq.generate`` (JSON)."""
 
     id: str
     input: JobInput
     created_at: float  # unix seconds, set by the API when it accepted the job
+    webhook: WebhookSpec | None = None
+
+    def wants(self, event: str) -> bool:
+        return self.webhook is not None and event in self.webhook.events
+
+
+class WebhookAttempt(BaseModel):
+    """One try at delivering one webhook event: an answer's status, or why there was none."""
+
+    event: WebhookEvent
+    webhook_id: str
+    attempt: int  # 1 for the first try of this webhook_id
+    at: datetime
+    status_code: int | None = None
+    error: str | None = None
+    duration_ms: float
 
 
 class JobOutput(BaseModel):
@@ -189,6 +242,17 @@ class JobRecord(BaseModel):
     worker: str | None = None
     attempts: int = 0  # times a worker started it (more than 1: a worker died running it)
     metrics: JobMetrics = Field(default_factory=JobMetrics)
+    webhook: str | None = None
+    webhook_events_filter: list[WebhookEvent] | None = None
+    # The job's URL as the API that accepted it answered (for webhook payloads).
+    url: str | None = None
+    # Not a hash field: the job's deliveries list (genq.store).
+    webhook_deliveries: list[WebhookAttempt] = Field(default_factory=list)
+
+    def webhook_spec(self) -> WebhookSpec | None:
+        if self.webhook is None:
+            return None
+        return WebhookSpec(url=self.webhook, events=self.webhook_events_filter or DEFAULT_EVENTS)
 
 
 class JobUrls(BaseModel):
@@ -213,6 +277,9 @@ class JobPublic(BaseModel):
     worker: str | None
     attempts: int
     metrics: JobMetrics
+    webhook: str | None = None
+    webhook_events_filter: list[WebhookEvent] | None = None
+    webhook_deliveries: list[WebhookAttempt] = Field(default_factory=list)
     urls: JobUrls
 
     @classmethod
@@ -229,6 +296,9 @@ class JobPublic(BaseModel):
             worker=record.worker,
             attempts=record.attempts,
             metrics=record.metrics,
+            webhook=record.webhook,
+            webhook_events_filter=record.webhook_events_filter,
+            webhook_deliveries=record.webhook_deliveries,
             urls=JobUrls(get=get_url),
         )
 

@@ -11,10 +11,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, RedisDsn, SecretStr
+from pydantic import AliasChoices, Field, RedisDsn, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from genq.constants import DEFAULT_QUEUE
+from genq.ssrf import AllowList
+from genq.webhooks import DEFAULT_RETRY_SCHEDULE_S, secret_key
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -33,6 +35,12 @@ class CommonSettings(BaseSettings):
     data_dir: Path = Field(default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share"))
     cache_dir: Path = Field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"))
     log_level: str = "INFO"
+    # Webhook hosts (names or CIDRs, comma separated) allowed although not public: the API checks
+    # a webhook's URL at submit, the webhooks process again before each delivery.
+    webhook_allow_hosts: str = ""
+
+    def webhook_allow_list(self) -> AllowList:
+        return AllowList.parse(self.webhook_allow_hosts)
 
     def broker_url(self) -> str:
         if self.redis_url is None:
@@ -82,6 +90,43 @@ class WorkerSettings(CommonSettings):
         return 3 * self.heartbeat_s
 
 
+class WebhookSettings(CommonSettings):
+    """The webhooks process (`genq webhooks`): signs and sends webhook deliveries, retries them."""
+
+    # whsec_<base64>. Unset: `genq up` and `genq webhooks` make one under GENQ_DATA_DIR (dev).
+    webhook_secret: SecretStr | None = None
+    # The secret being rotated out: both sign every delivery until it is unset.
+    webhook_secret_previous: SecretStr | None = None
+    webhook_timeout_s: float = Field(10.0, gt=0, le=300)
+    # Seconds to wait before each retry of a ``completed`` delivery (JSON list); its length is
+    # the number of retries. The first try is at once.
+    webhook_retry_schedule_s: list[float] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_SCHEDULE_S)
+    )
+    # How often due deliveries are moved from the schedule onto the webhooks queue.
+    webhook_poll_s: float = Field(0.5, gt=0, le=60)
+    # Deliveries in flight at once (threads).
+    webhook_concurrency: int = Field(16, ge=1, le=1024)
+    # At most this much of a receiver's answer is read.
+    webhook_max_response_bytes: int = Field(4096, ge=0)
+
+    @field_validator("webhook_secret", "webhook_secret_previous", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    def signing_secrets(self) -> list[str]:
+        """The secrets to sign with, current first; each is checked."""
+        out = [
+            s.get_secret_value()
+            for s in (self.webhook_secret, self.webhook_secret_previous)
+            if s is not None
+        ]
+        for secret in out:
+            secret_key(secret)
+        return out
+
+
 class FlowerSettings(CommonSettings):
     flower_host: str = "127.0.0.1"
     flower_port: int = 5555
@@ -100,3 +145,8 @@ def api_settings() -> ApiSettings:
 @lru_cache
 def worker_settings() -> WorkerSettings:
     return WorkerSettings()
+
+
+@lru_cache
+def webhook_settings() -> WebhookSettings:
+    return WebhookSettings()

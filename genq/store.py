@@ -1,17 +1,21 @@
 """Job records in Redis, shared by the API (which creates and reads them) and the workers (which
 move them through their states).
 
-One hash per job, ``genq:job:<id>``: ``status``, ``created_at``, ``started_at``, ``completed_at``
-and ``worker`` as plain strings; ``input``, ``output``, ``error`` and ``metrics`` as JSON.
+One hash per job, ``genq:job:<id>``: ``status``, ``created_at``, ``started_at``, ``completed_at``,
+``worker``, ``webhook`` and ``url`` as plain strings; ``input``, ``output``, ``error``, ``metrics``
+and ``webhook_events_filter`` as JSON. Its webhook attempts are a list beside it,
+``genq:job:<id>:deliveries`` (one JSON object each), read with the hash when it has a webhook.
 Every status change is one Lua script, so it is atomic and checked: a job moves only from the
 states the caller names (a canceled job is never started; a finished job is never finished twice),
-and reaching a terminal state publishes the job id on ``genq:jobs:done`` in the same step.
+and reaching a terminal state publishes the job id on ``genq:jobs:done`` in the same step, and, when
+the job's webhook wants ``completed``, schedules that delivery (genq.webhooks) in the same step.
 The same scripts keep ``genq:jobs:queued``, the number of jobs waiting to start, exact.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -22,12 +26,15 @@ from genq.constants import (
     KEY_PREFIX,
     PROCESSING_SET,
     QUEUED_COUNT,
+    WEBHOOK_SCHEDULE,
+    deliveries_key,
     job_key,
     lease_key,
 )
 from genq.schemas import JobRecord, JobStatus
+from genq.webhooks import Delivery, completed_delivery
 
-_JSON_FIELDS = ("input", "output", "error", "metrics")
+_JSON_FIELDS = ("input", "output", "error", "metrics", "webhook_events_filter")
 _FLOAT_FIELDS = ("created_at", "started_at", "completed_at")
 _INT_FIELDS = ("attempts",)
 
@@ -51,10 +58,11 @@ if KEYS[4] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[4]) end
 return {'created', ''}
 """
 
-# KEYS: the job hash, the queued counter, the processing set, the job's lease. ARGV: allowed
-# current statuses (space separated), new status, channel to publish the job id on ('' for none),
-# job id, TTL seconds ('' to keep), the worker that must own the job ('' for any), then
-# field/value pairs. Returns {1, previous status} when applied, {0, current status} when refused
+# KEYS: the job hash, the queued counter, the processing set, the job's lease, the webhook
+# schedule. ARGV: allowed current statuses (space separated), new status, channel to publish the
+# job id on ('' for none), job id, TTL seconds ('' to keep), the worker that must own the job ('' for
+# any), the ``completed`` delivery to schedule if the job's webhook wants it ('' for none), the
+# time to schedule it at, then field/value pairs. Returns {1, previous status} when applied, {0, current status} when refused
 # ('' if no such job).
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
@@ -70,8 +78,14 @@ if current == 'processing' and ARGV[2] ~= 'processing' then
   redis.call('SREM', KEYS[3], ARGV[4])
   redis.call('DEL', KEYS[4])
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], unpack(ARGV, 7))
+redis.call('HSET', KEYS[1], 'status', ARGV[2], unpack(ARGV, 9))
 if ARGV[5] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
+if ARGV[7] ~= '' then
+  local events = redis.call('HGET', KEYS[1], 'webhook_events_filter')
+  if events and string.find(events, '"completed"', 1, true) then
+    redis.call('ZADD', KEYS[5], ARGV[8], ARGV[7])
+  end
+end
 if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 return {1, current}
 """
@@ -130,6 +144,13 @@ def _encode(fields: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def decode_record(raw: Mapping[str, str], deliveries: Iterable[str] = ()) -> JobRecord:
+    """A job hash (and its deliveries list) as read from Redis -> the record."""
+    data = _decode(raw)
+    data["webhook_deliveries"] = [json.loads(d) for d in deliveries]
+    return JobRecord.model_validate(data)
+
+
 def _decode(raw: Mapping[str, str]) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for name, value in raw.items():
@@ -185,7 +206,8 @@ class JobStore:
         ``idempotency=(key, value)``, only if that key is free: returns the key's existing value
         instead. Raises :class:`QueueFull` when ``max_queued`` jobs already wait."""
         pairs: list[str] = []
-        for name, value in _encode(record.model_dump(mode="json")).items():
+        fields = record.model_dump(mode="json", exclude={"webhook_deliveries"})
+        for name, value in _encode(fields).items():
             pairs += [name, value]
         key, value = idempotency or ("", "")
         queue, body = message or ("", "")
@@ -202,7 +224,12 @@ class JobStore:
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self.redis.hgetall(job_key(job_id))
-        return JobRecord.model_validate(_decode(raw)) if raw else None
+        if not raw:
+            return None
+        deliveries = (
+            await self.redis.lrange(deliveries_key(job_id), 0, -1) if "webhook" in raw else []
+        )
+        return decode_record(raw, deliveries)
 
     async def transition(
         self,
@@ -220,7 +247,13 @@ class JobStore:
             pairs += [name, value]
         terminal = to.is_terminal()
         applied, current = await self._transition(
-            keys=[job_key(job_id), QUEUED_COUNT, PROCESSING_SET, lease_key(job_id)],
+            keys=[
+                job_key(job_id),
+                QUEUED_COUNT,
+                PROCESSING_SET,
+                lease_key(job_id),
+                WEBHOOK_SCHEDULE,
+            ],
             args=[
                 " ".join(s.value for s in allowed_from),
                 to.value,
@@ -228,12 +261,20 @@ class JobStore:
                 job_id,
                 str(self.ttl_s) if terminal else "",
                 owner or "",
+                completed_delivery(job_id).encode() if terminal else "",
+                repr(time.time()),
                 *pairs,
             ],
         )
         if not int(applied):
             raise TransitionRefused(job_id, current or None)
         return JobStatus(current)
+
+    async def schedule_webhook(self, delivery: Delivery, at: float | None = None) -> None:
+        """Send ``delivery`` at ``at`` (now by default): the webhooks process picks it up."""
+        await self.redis.zadd(
+            WEBHOOK_SCHEDULE, {delivery.encode(): time.time() if at is None else at}
+        )
 
     async def claim(self, job_id: str, worker: str, started_at: float, lease_s: float) -> int:
         """Take a job to run: returns how many times it has been started, this time included.

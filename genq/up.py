@@ -1,8 +1,9 @@
 """`genq up`: the whole stack in the foreground, for one machine.
 
-Starts Redis (embedded, unless ``REDIS_URL`` is set), one worker, the API and Flower, each as a
-child process in its own process group; prints the URLs, then "ready" once ``/readyz`` says so.
-A worker that dies is restarted. SIGINT or SIGTERM stops every process it started (the
+Starts Redis (embedded, unless ``REDIS_URL`` is set), one worker, the webhooks process, the API
+and Flower, each as a child process in its own process group; prints the URLs, then "ready" once
+``/readyz`` says so. A worker or webhooks process that dies is restarted. Without
+``GENQ_WEBHOOK_SECRET``, the webhook signing secret is made once under the data dir and printed. SIGINT or SIGTERM stops every process it started (the
 engine's own children included) and the embedded Redis, leaving no process and no port behind.
 """
 
@@ -20,11 +21,13 @@ import httpx
 
 from genq.redis_server import EmbeddedRedis
 from genq.settings import UpSettings
+from genq.webhooks import load_or_create_secret
 
 log = logging.getLogger(__name__)
 
 GRACE_S = 20.0  # SIGTERM -> SIGKILL for each child
 WORKER_RESTART_DELAY_S = 2.0
+RESTARTED_ROLES = ("worker", "webhooks")
 
 
 class _Stop(Exception):
@@ -96,7 +99,20 @@ def run(settings: UpSettings) -> int:
             print(f"genq: embedded Redis at {redis.url} (AOF in {redis.dir})", flush=True)
         else:
             env["REDIS_URL"] = str(settings.redis_url)
-        children = [Child("api", env), Child("worker", env), Child("flower", env)]
+        if not env.get("GENQ_WEBHOOK_SECRET"):
+            secret, created = load_or_create_secret(settings.data_dir)
+            env["GENQ_WEBHOOK_SECRET"] = secret
+            if created:
+                print(
+                    f"genq: webhook signing secret (new; kept in {settings.data_dir}): {secret}",
+                    flush=True,
+                )
+        children = [
+            Child("api", env),
+            Child("worker", env),
+            Child("webhooks", env),
+            Child("flower", env),
+        ]
         for child in children:
             child.start()
         api_url = f"http://{settings.api_host}:{settings.api_port}"
@@ -126,11 +142,11 @@ def _supervise(children: list[Child], api_url: str) -> int:
             if child.alive():
                 continue
             code = child.process.returncode if child.process else None
-            if child.role != "worker":
+            if child.role not in RESTARTED_ROLES:
                 print(f"genq: {child.role} exited ({code}); stopping", flush=True)
                 return 1
             child.restarts += 1
-            print(f"genq: worker exited ({code}); restart #{child.restarts}", flush=True)
+            print(f"genq: {child.role} exited ({code}); restart #{child.restarts}", flush=True)
             child.signal_group(signal.SIGKILL)  # its engine core, if it outlived it
             time.sleep(WORKER_RESTART_DELAY_S)
             child.start()

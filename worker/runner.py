@@ -4,6 +4,11 @@ Runs as a coroutine on the engine's event loop (the Celery task thread only wait
 Redis writes and the engine calls of every job share one loop and one connection pool. While it
 runs, a job is listed in ``running``: a cancel request finds it there and cancels its engine task,
 which aborts the request inside vLLM; the job then ends ``canceled`` with the output it had.
+
+Webhooks: a job that wants ``start`` has it scheduled once claimed; one that wants ``output`` has
+its partial output written to its record and an ``output`` event scheduled at most every
+``OUTPUT_EVENT_INTERVAL_S`` while it generates (both best-effort); ``completed`` is scheduled by
+the terminal transition itself (genq.store). The webhooks process sends them (worker.webhooks).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Protocol
 
 from genq.schemas import JobError, JobInput, JobMetrics, JobOutput, JobPayload, JobStatus
 from genq.store import JobStore, TransitionRefused
+from genq.webhooks import OUTPUT_EVENT_INTERVAL_S, Delivery, webhook_id
 from worker.engine import EngineFailed, GenerationResult, InvalidInput, Progress
 
 log = logging.getLogger(__name__)
@@ -135,6 +141,8 @@ async def _run(
         log.info("job %s not started: it is %s", payload.id, refused.current or "unknown")
         return refused.current or JobStatus.FAILED
     entry.claimed = True
+    if payload.wants("start"):
+        await _schedule(store, Delivery(payload.id, "start", webhook_id(payload.id, "start")))
 
     end = functools.partial(_end, store, payload, options.worker)
     queue_ms = _ms(started_at - payload.created_at)
@@ -156,8 +164,17 @@ async def _run(
             JobError(type=entry.cancel_reason, message=_why(entry, ran=False)),
         )
     entry.task = asyncio.ensure_future(engine.generate(payload.id, payload.input, entry.progress))
+    streamer = None
+    if payload.wants("output"):
+        streamer = asyncio.ensure_future(
+            _output_events(payload.id, store, options.worker, entry.progress)
+        )
     try:
-        result = await entry.task
+        try:
+            result = await entry.task
+        finally:
+            if streamer is not None:
+                streamer.cancel()
     except asyncio.CancelledError:
         if entry.cancel_reason is None or not entry.task.cancelled():
             raise  # the worker itself is shutting down
@@ -190,6 +207,39 @@ async def _run(
             JobError(type="engine_error", message=f"{type(exc).__name__}: {exc}"),
         )
     return await end(JobStatus.SUCCEEDED, queue_ms, result, None)
+
+
+async def _schedule(store: JobStore, delivery: Delivery) -> None:
+    try:
+        await store.schedule_webhook(delivery)
+    except Exception:  # noqa: BLE001 - non-terminal events are best-effort; the job goes on
+        log.warning(
+            "job %s: %s event not scheduled", delivery.job_id, delivery.event, exc_info=True
+        )
+
+
+async def _output_events(job_id: str, store: JobStore, worker: str, progress: Progress) -> None:
+    """While the job generates: every ``OUTPUT_EVENT_INTERVAL_S`` with new output, store the
+    partial output on the record and schedule an ``output`` event (its payload is the record)."""
+    seq = 0
+    seen = 0
+    while True:
+        await asyncio.sleep(OUTPUT_EVENT_INTERVAL_S)
+        if len(progress.pieces) == seen:
+            continue
+        seen = len(progress.pieces)
+        partial = JobOutput(text="".join(progress.pieces[:seen])).model_dump()
+        try:
+            await store.transition(
+                job_id, [JobStatus.PROCESSING], JobStatus.PROCESSING, {"output": partial}, worker
+            )
+        except TransitionRefused:
+            return  # no longer ours, or finished
+        except Exception:  # noqa: BLE001 - best-effort; try again at the next interval
+            log.warning("job %s: partial output not stored", job_id, exc_info=True)
+            continue
+        seq += 1
+        await _schedule(store, Delivery(job_id, "output", webhook_id(job_id, "output", seq)))
 
 
 def _why(entry: RunningJob, ran: bool) -> str:

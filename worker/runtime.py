@@ -237,7 +237,12 @@ class WorkerRuntime:
             record = await self._store.get(job_id)
             if record is None:
                 continue
-            payload = JobPayload(id=record.id, input=record.input, created_at=record.created_at)
+            payload = JobPayload(
+                id=record.id,
+                input=record.input,
+                created_at=record.created_at,
+                webhook=record.webhook_spec(),
+            )
             await asyncio.get_running_loop().run_in_executor(None, self._resend, payload)
             log.warning("job %s lost its worker %s; sent again", job_id, record.worker)
 

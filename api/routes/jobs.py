@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
@@ -22,6 +23,7 @@ from genq.schemas import (
     JobStatus,
 )
 from genq.store import TransitionRefused
+from genq.webhooks import Delivery, completed_delivery
 
 PREFIX = "/v1/jobs"
 router = APIRouter(prefix=PREFIX, tags=["jobs"])
@@ -54,7 +56,8 @@ async def create_job(
             raise ApiError(422, "invalid_request", "Cancel-After and deadline_s disagree")
         body.deadline_s = cancel_after
     idempotency = None if idempotency_key is None else (idempotency_key, request_hash(body))
-    record, new = await submit_job(svc, body.to_input(), idempotency)
+    job_url = f"{request.base_url}{PREFIX[1:]}/{{id}}"
+    record, new = await submit_job(svc, body.to_input(), idempotency, body.webhook_spec(), job_url)
     job = public(request, record)
     response.headers["Location"] = job.urls.get
     if not new:
@@ -97,6 +100,28 @@ async def cancel_job(
             response.status_code = status.HTTP_202_ACCEPTED
         return public(request, record)
     return public(request, await store.get(job_id))
+
+
+@router.post(
+    "/{job_id}/webhooks/redeliver",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=_ERRORS,
+)
+async def redeliver_webhook(job_id: str, request: Request, svc: ServicesDep) -> JobPublic:
+    """Send the finished job's ``completed`` event again (a new attempt with the same
+    ``webhook-id``, retried like the first). 409 if the job has no webhook or is not finished."""
+    record = await svc.store.get(job_id)
+    if record is None:
+        raise ApiError(404, "not_found", f"no job with id {job_id!r} (unknown or expired)")
+    if record.webhook is None:
+        raise ApiError(409, "conflict", f"job {job_id} has no webhook")
+    if not record.status.is_terminal():
+        raise ApiError(409, "conflict", f"job {job_id} is {record.status.value}, not finished")
+    first = completed_delivery(job_id)
+    await svc.store.schedule_webhook(
+        Delivery(job_id, first.event, first.webhook_id, nonce=uuid.uuid4().hex)
+    )
+    return public(request, record)
 
 
 @router.get("/{job_id}", responses=_ERRORS)

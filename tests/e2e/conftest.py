@@ -23,6 +23,7 @@ import redis
 
 from genq.constants import DEFAULT_QUEUE
 from genq.redis_server import EmbeddedRedis, free_port
+from genq.webhooks import new_secret
 
 WORKER_READY_TIMEOUT_S = 300
 
@@ -39,6 +40,7 @@ class Stack:
     readyz_before_worker: httpx.Response | None = None
     worker: subprocess.Popen[bytes] | None = None
     first_worker: dict | None = None  # the session's first worker, as it announced itself
+    webhook_secret: str = ""
 
     def start_worker(self, name: str | None = None) -> None:
         """Start a worker (under a new name, if given) and wait until it is warm."""
@@ -105,6 +107,7 @@ def stack(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory)
     logs = tmp_path_factory.mktemp("logs")
     port = free_port()
     worker_name = f"genq-test-{os.getpid()}@localhost"
+    secret = new_secret()
     env = {
         **os.environ,
         "REDIS_URL": redis_server.url,
@@ -113,10 +116,18 @@ def stack(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory)
         "GENQ_WORKER_CONCURRENCY": "32",
         "GENQ_HEARTBEAT_S": "1",
         "GENQ_SHUTDOWN_GRACE_S": "4",
+        # Webhooks: receivers on loopback, retries in seconds, a 1 s timeout.
+        "GENQ_WEBHOOK_SECRET": secret,
+        "GENQ_WEBHOOK_ALLOW_HOSTS": "127.0.0.1",
+        "GENQ_WEBHOOK_RETRY_SCHEDULE_S": "[1, 1, 1]",
+        "GENQ_WEBHOOK_TIMEOUT_S": "1",
+        "GENQ_WEBHOOK_POLL_S": "0.1",
     }
     api_url = f"http://127.0.0.1:{port}"
     api = start_role("api", env, logs / "api.log")
+    webhooks = start_role("webhooks", env, logs / "webhooks.log")
     stack = Stack(api_url, redis_server.url, worker_name, logs, env, redis_server)
+    stack.webhook_secret = secret
     try:
         wait_until(lambda: httpx.get(f"{api_url}/healthz").status_code == 200, 30, "API start", api)
         stack.readyz_before_worker = httpx.get(f"{api_url}/readyz")
@@ -132,6 +143,7 @@ def stack(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory)
     finally:
         if stack.worker is not None:
             stop_role(stack.worker)
+        stop_role(webhooks)
         stop_role(api)
 
 

@@ -89,6 +89,9 @@ def test_up_serves_restarts_a_dead_worker_and_ctrl_c_leaves_nothing_behind(tmp_p
         assert f"http://127.0.0.1:{api_port}" in printed
         assert f"http://127.0.0.1:{flower_port}" in printed
         assert "embedded Redis at redis://127.0.0.1:" in printed
+        # No GENQ_WEBHOOK_SECRET: one is made, kept under the data dir and printed once.
+        secret = (tmp_path / "data" / "webhook_secret").read_text().strip()
+        assert secret.startswith("whsec_") and printed.count(secret) == 1
 
         answer = httpx.post(
             f"http://127.0.0.1:{api_port}/generate",
@@ -104,7 +107,9 @@ def test_up_serves_restarts_a_dead_worker_and_ctrl_c_leaves_nothing_behind(tmp_p
 
         # A worker that dies is restarted, and serves again once warm.
         (worker,) = [
-            p for p in psutil.Process(up.pid).children() if "celeryd" in " ".join(p.cmdline())
+            p
+            for p in psutil.Process(up.pid).children()
+            if "celeryd" in (cmd := " ".join(p.cmdline())) and "genq-webhooks" not in cmd
         ]
         os.killpg(worker.pid, signal.SIGKILL)
         read_until("restart #1", 30)
@@ -117,7 +122,8 @@ def test_up_serves_restarts_a_dead_worker_and_ctrl_c_leaves_nothing_behind(tmp_p
         assert again.status_code == 200 and "Paris" in again.json()["generated_text"]
 
         started = psutil.Process(up.pid).children(recursive=True)
-        assert len(started) >= 5  # redis, api, worker (+ engine core, engine worker), flower
+        # redis, api, worker (+ engine core, engine worker), webhooks, flower
+        assert len(started) >= 6
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -18,5 +19,20 @@ def test_importing_and_building_the_api_loads_no_heavy_module() -> None:
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out == ""
+
+
+def test_the_webhooks_process_loads_no_engine() -> None:
+    """It runs beside the API on small machines: no torch, no vLLM, none of the engine's code."""
+    code = (
+        "import sys\n"
+        "import worker.webhook_app\n"
+        "heavy = ('torch', 'vllm', 'transformers', 'worker.engine', 'worker.runtime')\n"
+        "print(','.join(sorted(m for m in heavy if m in sys.modules)))\n"
+    )
+    env = {**os.environ, "REDIS_URL": "redis://127.0.0.1:1/0"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     ).stdout.strip()
     assert out == ""
