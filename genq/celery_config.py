@@ -9,6 +9,8 @@ import uuid
 from typing import Any
 
 from celery import Celery
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from genq.constants import TASK_GENERATE
 from genq.schemas import JobPayload
@@ -43,6 +45,36 @@ def celery_config(settings: CommonSettings) -> dict[str, object]:
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
     }
+
+
+# Task options for genq's tasks: Redis unreachable for longer than the client's own retries sends
+# the message back to the queue (with backoff) rather than drop it.
+RETRY_ON_REDIS_ERRORS = {
+    "autoretry_for": (RedisConnectionError, RedisTimeoutError),
+    "retry_backoff": True,
+    "retry_backoff_max": 30,
+    "max_retries": None,
+}
+
+
+def run_worker(app: Celery, hostname: str, queue: str, log_level: str) -> int:
+    """Run a Celery worker of ``app`` on ``queue`` in this process; returns its exit code
+    (``app.worker_main`` and ``app.start`` drop it, and a supervisor must see a failed start)."""
+    from celery.bin.celery import celery as celery_command  # noqa: PLC0415
+
+    celery_command.params[0].default = app  # what app.start() does
+    code = celery_command.main(
+        args=[
+            "worker",
+            f"--hostname={hostname}",
+            f"--queues={queue}",
+            f"--loglevel={log_level}",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        standalone_mode=False,
+    )
+    return code if isinstance(code, int) else 0
 
 
 def make_celery(settings: CommonSettings, main: str) -> Celery:

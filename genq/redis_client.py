@@ -8,9 +8,11 @@ default pool raises "Too many connections" past 100 instead: measured on a GPU, 
 
 from __future__ import annotations
 
+import redis
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry as SyncRetry
 
 RETRIES = 20
 BACKOFF_CAP_S = 2.0
@@ -30,3 +32,18 @@ def async_redis(url: str, max_connections: int = MAX_CONNECTIONS) -> Redis:
         health_check_interval=30,
     )
     return Redis.from_pool(pool)
+
+
+def sync_redis(url: str) -> redis.Redis:
+    """The blocking client, with the same retry policy, for code that runs in threads (the
+    webhooks process)."""
+    return redis.Redis.from_url(
+        url,
+        decode_responses=True,
+        retry=SyncRetry(
+            ExponentialWithJitterBackoff(base=0.05, cap=BACKOFF_CAP_S), retries=RETRIES
+        ),
+        socket_connect_timeout=2,
+        socket_keepalive=True,
+        health_check_interval=30,
+    )

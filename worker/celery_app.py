@@ -9,10 +9,8 @@ import logging
 from typing import Any
 
 from celery import Celery, signals
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from genq.celery_config import make_celery, send_job
+from genq.celery_config import RETRY_ON_REDIS_ERRORS, make_celery, run_worker, send_job
 from genq.constants import TASK_GENERATE
 from genq.schemas import JobPayload
 from genq.settings import WorkerSettings, worker_settings
@@ -31,15 +29,9 @@ app.conf.update(
 NAME = settings.worker_name or runtime.default_worker_name()
 
 
-@app.task(
-    name=TASK_GENERATE,
-    # Redis unreachable for longer than the client's own retries: send the job back to the queue
-    # rather than drop it. Safe: a job runs only from "queued" (genq.store), so a copy is skipped.
-    autoretry_for=(RedisConnectionError, RedisTimeoutError),
-    retry_backoff=True,
-    retry_backoff_max=30,
-    max_retries=None,
-)
+# A job sent back to the queue on a Redis outage is safe to run again: it runs only from
+# "queued" (genq.store), so a copy is skipped.
+@app.task(name=TASK_GENERATE, **RETRY_ON_REDIS_ERRORS)
 def generate(payload: dict[str, Any]) -> dict[str, str]:
     """validate -> run on the shared engine -> persist (all in the runtime)."""
     return runtime.current().execute(payload)
@@ -71,20 +63,5 @@ def _stop(**_: Any) -> None:
 
 
 def main() -> int:
-    """Run the worker; returns its exit code. (``app.worker_main`` and ``app.start`` drop it, and
-    an engine that cannot load must end the process non-zero, so that a supervisor notices.)"""
-    from celery.bin.celery import celery as celery_command
-
-    celery_command.params[0].default = app  # what app.start() does
-    code = celery_command.main(
-        args=[
-            "worker",
-            f"--hostname={NAME}",
-            f"--queues={settings.queue}",
-            f"--loglevel={settings.log_level}",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        standalone_mode=False,
-    )
-    return code if isinstance(code, int) else 0
+    """Run the worker; returns its exit code (an engine that cannot load ends it non-zero)."""
+    return run_worker(app, NAME, settings.queue, settings.log_level)

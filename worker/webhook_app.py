@@ -13,13 +13,10 @@ from typing import Any
 
 import redis
 from celery import Celery, signals
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
 
-from genq.celery_config import make_celery
+from genq.celery_config import RETRY_ON_REDIS_ERRORS, make_celery, run_worker
 from genq.constants import TASK_WEBHOOK, WEBHOOK_QUEUE
+from genq.redis_client import sync_redis
 from genq.settings import WebhookSettings, webhook_settings
 from genq.webhooks import Delivery, load_or_create_secret
 from worker.webhooks import Deliverer, Scheduler
@@ -53,24 +50,10 @@ def signing_secrets(settings: WebhookSettings) -> list[str]:
 
 
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.broker_url(),
-        decode_responses=True,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=2.0), retries=20),
-        socket_connect_timeout=2,
-        socket_keepalive=True,
-        health_check_interval=30,
-    )
+    return sync_redis(settings.broker_url())
 
 
-@app.task(
-    name=TASK_WEBHOOK,
-    # Redis unreachable for longer than the client's own retries: back to the queue, not lost.
-    autoretry_for=(RedisConnectionError, RedisTimeoutError),
-    retry_backoff=True,
-    retry_backoff_max=30,
-    max_retries=None,
-)
+@app.task(name=TASK_WEBHOOK, **RETRY_ON_REDIS_ERRORS)
 def deliver(delivery: dict[str, Any]) -> dict[str, Any]:
     """One try of one webhook event (retries are scheduled by the Deliverer, not by Celery)."""
     assert _deliverer is not None, "the webhooks process did not start its deliverer"
@@ -96,19 +79,5 @@ def _stop_scheduler(**_: Any) -> None:
 def main() -> int:
     """Run the webhooks process; returns its exit code."""
     global _deliverer  # noqa: PLW0603
-    from celery.bin.celery import celery as celery_command  # noqa: PLC0415
-
     _deliverer = Deliverer(_redis(), settings, signing_secrets(settings))
-    celery_command.params[0].default = app
-    code = celery_command.main(
-        args=[
-            "worker",
-            f"--hostname=genq-webhooks-{os.getpid()}@%h",
-            f"--queues={WEBHOOK_QUEUE}",
-            f"--loglevel={settings.log_level}",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        standalone_mode=False,
-    )
-    return code if isinstance(code, int) else 0
+    return run_worker(app, f"genq-webhooks-{os.getpid()}@%h", WEBHOOK_QUEUE, settings.log_level)
