@@ -26,7 +26,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def _ms(values: list[float] | None, qs: tuple[int, ...], scale: float = 1000) -> str:
-    if not values:
+    if not values or all(v is None for v in values):  # e.g. no TTFT from an unstreamed answer
         return "-"
     return "/".join(f"{pct(values, q) * scale:.0f}" for q in qs)
 
