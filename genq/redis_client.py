@@ -18,6 +18,12 @@ RETRIES = 20
 BACKOFF_CAP_S = 2.0
 MAX_CONNECTIONS = 512  # per process; Redis itself takes 10,000 clients
 POOL_WAIT_S = 30.0  # past this with every connection busy, the command fails (503 in the API)
+_CONNECTION = {
+    "decode_responses": True,
+    "socket_connect_timeout": 2,
+    "socket_keepalive": True,
+    "health_check_interval": 30,
+}
 
 
 def async_redis(url: str, max_connections: int = MAX_CONNECTIONS) -> Redis:
@@ -25,11 +31,8 @@ def async_redis(url: str, max_connections: int = MAX_CONNECTIONS) -> Redis:
         url,
         max_connections=max_connections,
         timeout=POOL_WAIT_S,
-        decode_responses=True,
         retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=BACKOFF_CAP_S), retries=RETRIES),
-        socket_connect_timeout=2,
-        socket_keepalive=True,
-        health_check_interval=30,
+        **_CONNECTION,
     )
     return Redis.from_pool(pool)
 
@@ -39,11 +42,8 @@ def sync_redis(url: str) -> redis.Redis:
     webhooks process)."""
     return redis.Redis.from_url(
         url,
-        decode_responses=True,
         retry=SyncRetry(
             ExponentialWithJitterBackoff(base=0.05, cap=BACKOFF_CAP_S), retries=RETRIES
         ),
-        socket_connect_timeout=2,
-        socket_keepalive=True,
-        health_check_interval=30,
+        **_CONNECTION,
     )

@@ -133,11 +133,7 @@ class JobCreate(SamplingOptions):
         return self
 
     def webhook_spec(self) -> WebhookSpec | None:
-        if self.webhook is None:
-            return None
-        return WebhookSpec(
-            url=self.webhook, events=self.webhook_events_filter or list(DEFAULT_EVENTS)
-        )
+        return WebhookSpec.of(self.webhook, self.webhook_events_filter)
 
     def to_input(self) -> JobInput:
         return JobInput(
@@ -182,6 +178,11 @@ class WebhookSpec(BaseModel):
 
     url: str
     events: list[WebhookEvent]
+
+    @classmethod
+    def of(cls, url: str | None, events: list[str] | None) -> WebhookSpec | None:
+        """None without a URL; the default events when none are named."""
+        return None if url is None else cls(url=url, events=events or list(DEFAULT_EVENTS))
 
 
 class JobPayload(BaseModel):
@@ -250,9 +251,7 @@ class JobRecord(BaseModel):
     webhook_deliveries: list[WebhookAttempt] = Field(default_factory=list)
 
     def webhook_spec(self) -> WebhookSpec | None:
-        if self.webhook is None:
-            return None
-        return WebhookSpec(url=self.webhook, events=self.webhook_events_filter or DEFAULT_EVENTS)
+        return WebhookSpec.of(self.webhook, self.webhook_events_filter)
 
 
 class JobUrls(BaseModel):

@@ -60,9 +60,10 @@ return {'created', ''}
 
 # KEYS: the job hash, the queued counter, the processing set, the job's lease, the webhook
 # schedule. ARGV: allowed current statuses (space separated), new status, channel to publish the
-# job id on ('' for none), job id, TTL seconds ('' to keep), the worker that must own the job ('' for
-# any), the ``completed`` delivery to schedule if the job's webhook wants it ('' for none), the
-# time to schedule it at, then field/value pairs. Returns {1, previous status} when applied, {0, current status} when refused
+# job id on ('' for none), job id, TTL seconds ('' to keep), the worker that must own the job
+# ('' for any), the ``completed`` delivery to schedule if the job's webhook wants it ('' for
+# none), the time to schedule it at, then field/value pairs. Returns {1, previous status} when
+# applied, {0, current status} when refused
 # ('' if no such job).
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')

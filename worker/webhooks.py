@@ -228,13 +228,14 @@ class Scheduler:
                 return moved
             messages = []
             for member in members:
-                delivery = Delivery.decode(member)
+                fields = json.loads(member)
+                delivery = Delivery.decode(fields)
                 messages.append(
                     celery_message(
                         self.celery,
                         TASK_WEBHOOK,
                         uuid.uuid4().hex,
-                        [json.loads(member)],
+                        [fields],
                         WEBHOOK_QUEUE,
                         repr(f"{delivery.webhook_id} try {delivery.n + 1}"),
                     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -23,7 +24,7 @@ from genq.schemas import (
     JobStatus,
 )
 from genq.store import TransitionRefused
-from genq.webhooks import Delivery, completed_delivery
+from genq.webhooks import completed_delivery
 
 PREFIX = "/v1/jobs"
 router = APIRouter(prefix=PREFIX, tags=["jobs"])
@@ -31,9 +32,13 @@ router = APIRouter(prefix=PREFIX, tags=["jobs"])
 _ERRORS = {s: {"model": ErrorBody} for s in (400, 404, 409, 413, 422, 429, 503)}
 
 
-def public(request: Request, record: JobRecord) -> JobPublic:
+def job_url(request: Request, job_id: str) -> str:
     # What request.url_for("get_job", ...) gives, without its search through every route.
-    return JobPublic.from_record(record, f"{request.base_url}{PREFIX[1:]}/{record.id}")
+    return f"{request.base_url}{PREFIX[1:]}/{job_id}"
+
+
+def public(request: Request, record: JobRecord) -> JobPublic:
+    return JobPublic.from_record(record, job_url(request, record.id))
 
 
 _REPLAY = {200: {"model": JobPublic, "description": "the job this Idempotency-Key created"}}
@@ -56,8 +61,10 @@ async def create_job(
             raise ApiError(422, "invalid_request", "Cancel-After and deadline_s disagree")
         body.deadline_s = cancel_after
     idempotency = None if idempotency_key is None else (idempotency_key, request_hash(body))
-    job_url = f"{request.base_url}{PREFIX[1:]}/{{id}}"
-    record, new = await submit_job(svc, body.to_input(), idempotency, body.webhook_spec(), job_url)
+    url_template = job_url(request, "{id}")
+    record, new = await submit_job(
+        svc, body.to_input(), idempotency, body.webhook_spec(), url_template
+    )
     job = public(request, record)
     response.headers["Location"] = job.urls.get
     if not new:
@@ -117,9 +124,8 @@ async def redeliver_webhook(job_id: str, request: Request, svc: ServicesDep) -> 
         raise ApiError(409, "conflict", f"job {job_id} has no webhook")
     if not record.status.is_terminal():
         raise ApiError(409, "conflict", f"job {job_id} is {record.status.value}, not finished")
-    first = completed_delivery(job_id)
     await svc.store.schedule_webhook(
-        Delivery(job_id, first.event, first.webhook_id, nonce=uuid.uuid4().hex)
+        dataclasses.replace(completed_delivery(job_id), nonce=uuid.uuid4().hex)
     )
     return public(request, record)
 
