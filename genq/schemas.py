@@ -227,6 +227,8 @@ class JobMetrics(BaseModel):
     prompt_tokens: int | None = None
     output_tokens: int | None = None
     tokens_per_s: float | None = None  # output_tokens / generation time
+    # Started before its worker had finished any job: it shared the engine's first batch.
+    first_batch: bool | None = None
 
 
 class JobRecord(BaseModel):
@@ -314,15 +316,30 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+class WarmupStepInfo(BaseModel):
+    """One step of a worker's warm-up (worker.warmup)."""
+
+    name: str  # prompt_<tokens>, sampling_<i>, batch_<width>
+    requests: int
+    seconds: float
+    prompt_tokens: int  # the step's longest prompt, as the engine counted it
+    output_tokens: int  # summed over its requests
+
+
 class WorkerInfo(BaseModel):
     """What a warm worker publishes about itself (refreshed by its heartbeat)."""
 
     name: str
     model: str
     concurrency: int
-    ready_at: float
-    startup_s: dict[str, float]  # phase -> seconds: imports, engine, warmup, total
-    warmup_latency_ms: float
+    ready_at: float  # unix seconds: warm, about to consume
+    # phase -> seconds: process (interpreter + imports before genq's start-up), model (find or
+    # prepare it), imports (vLLM), engine (construction), within it what vLLM logs (vllm_weights,
+    # vllm_model_load, vllm_profile_run, vllm_compile, vllm_cuda_graphs, vllm_init_engine: the
+    # ones this vLLM build logs), warmup, total (process start -> ready)
+    startup_s: dict[str, float]
+    warmup_steps: list[WarmupStepInfo] = []
+    first_job_at: float | None = None  # unix seconds: the first job this worker started
     heartbeat_at: float
     jobs_running: int = 0  # genq jobs this worker runs now
     engine_requests: int = 0  # requests inside the engine now (running or waiting)

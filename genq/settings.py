@@ -11,10 +11,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, RedisDsn, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RedisDsn,
+    SecretStr,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from genq.constants import DEFAULT_QUEUE
+from genq.schemas import SamplingOptions
 from genq.ssrf import AllowList
 from genq.webhooks import DEFAULT_RETRY_SCHEDULE_S, secret_key
 
@@ -24,7 +33,8 @@ def _xdg(var: str, fallback: str) -> Path:
 
 
 class CommonSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GENQ_", extra="ignore")
+    # GENQ_WARMUP='{"batch": 8}' sets a nested model whole; GENQ_WARMUP__BATCH=8 sets one field.
+    model_config = SettingsConfigDict(env_prefix="GENQ_", env_nested_delimiter="__", extra="ignore")
 
     # Unset means: `genq up` starts an embedded Redis; the other roles refuse to start.
     redis_url: RedisDsn | None = Field(
@@ -66,6 +76,50 @@ class ApiSettings(CommonSettings):
     cancel_wait_s: float = Field(10.0, ge=0)
 
 
+def _default_warmup_sampling() -> list[SamplingOptions]:
+    return [
+        SamplingOptions(temperature=0.0),  # greedy: the all-argmax path
+        SamplingOptions(temperature=0.8, top_p=0.95),
+        SamplingOptions(temperature=0.7, top_k=40),
+        SamplingOptions(
+            temperature=1.0,
+            top_p=0.9,
+            top_k=50,
+            seed=1,
+            presence_penalty=0.5,
+            frequency_penalty=0.5,
+            repetition_penalty=1.1,
+        ),
+    ]
+
+
+class WarmupPolicy(BaseModel):
+    """What a worker runs on its engine before it takes its first job (worker/warmup.py), so that
+    no first user pays for a path the engine builds lazily. Every request must succeed, or the
+    worker does not start. Set as JSON in ``GENQ_WARMUP`` or a field at a time
+    (``GENQ_WARMUP__PROMPT_TOKENS=[16,4096]``, ``GENQ_WARMUP__ENABLED=false``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # One request alone per prompt length (tokens, approximately): cover the longest prompt
+    # users send. Each must fit the model's context with ``max_tokens``.
+    prompt_tokens: list[int] = Field(default_factory=lambda: [16, 512, 2048], min_length=1)
+    # Each sampling option users send, alone once; then the batch mixes them.
+    sampling: list[SamplingOptions] = Field(default_factory=_default_warmup_sampling, min_length=1)
+    # Requests at once in the last step: the batch width the worker will see. Unset: its
+    # concurrency (GENQ_WORKER_CONCURRENCY).
+    batch: int | None = Field(None, ge=1, le=4096)
+    max_tokens: int = Field(16, ge=1, le=4096)
+
+    @field_validator("prompt_tokens")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(n < 1 for n in value):
+            raise ValueError("prompt lengths must be at least 1 token")
+        return value
+
+
 class WorkerSettings(CommonSettings):
     # A local model directory; unset means the default SmolLM2-135M-Instruct, prepared on first use.
     model: str | None = None
@@ -74,8 +128,11 @@ class WorkerSettings(CommonSettings):
     worker_name: str | None = None
     # Any vLLM engine option, as JSON: GENQ_ENGINE_ARGS='{"max_model_len": 4096}'.
     engine_args: dict[str, Any] = Field(default_factory=dict)
-    warmup_prompt: str = "Warm-up: say hello."
-    warmup_max_tokens: int = Field(16, ge=1)
+    warmup: WarmupPolicy = Field(default_factory=WarmupPolicy)
+    # A port for the worker's own HTTP endpoint (/healthz, /readyz = warm and consuming, /metrics);
+    # unset: none. Containers use 9100.
+    worker_http_port: int | None = Field(None, ge=0, le=65535)
+    worker_http_host: str = "0.0.0.0"  # noqa: S104 - set a port only where it should be reached
     heartbeat_s: float = Field(5.0, gt=0)
     # The hard limit on one job's run: past it the job is aborted (error type "deadline").
     max_job_seconds: float = Field(3600.0, gt=0)

@@ -134,6 +134,22 @@ def run(settings: UpSettings) -> int:
         print("genq: stopped", flush=True)
 
 
+def _print_start_up(api_url: str) -> None:
+    """One line per warm worker: its time to ready and the phases that weigh."""
+    try:
+        workers = httpx.get(f"{api_url}/v1/workers", timeout=2.0).json()["workers"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return
+    for worker in workers:
+        s = worker["startup_s"]
+        print(
+            f"genq: worker {worker['name']} warm in {s['total']:.1f} s (import vLLM "
+            f"{s.get('imports', 0):.1f}, engine {s.get('engine', 0):.1f}, warm-up "
+            f"{s.get('warmup', 0):.1f}); compile caches under GENQ_CACHE_DIR/compile",
+            flush=True,
+        )
+
+
 def _supervise(children: list[Child], api_url: str) -> int:
     ready = False
     while True:
@@ -157,6 +173,7 @@ def _supervise(children: list[Child], api_url: str) -> int:
             except httpx.HTTPError:
                 ready = False
             if ready:
+                _print_start_up(api_url)
                 print(
                     f"genq: ready. Try:\n  curl -X POST {api_url}/generate "
                     "-H 'Content-Type: application/json' "

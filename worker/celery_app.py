@@ -15,6 +15,7 @@ from genq.constants import TASK_GENERATE
 from genq.schemas import JobPayload
 from genq.settings import WorkerSettings, worker_settings
 from worker import runtime
+from worker.health import WorkerHealth
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ app.conf.update(
     worker_proc_alive_timeout=900,
 )
 NAME = settings.worker_name or runtime.default_worker_name()
+health = WorkerHealth()
 
 
 # A job sent back to the queue on a Redis outage is safe to run again: it runs only from
@@ -44,16 +46,26 @@ def _resend(payload: JobPayload) -> None:
 
 @signals.worker_process_init.connect
 def _build_engine(**_: Any) -> None:
+    health.set_not_ready("the engine is starting and warming up")
     runtime.start(settings, NAME, _resend)
+    try:
+        info = runtime.current().info
+    except RuntimeError as exc:
+        health.set_not_ready(f"start-up failed: {exc.__cause__ or exc}")
+        return
+    health.set_startup(info.startup_s)
+    health.set_not_ready("warm; the consumer is connecting")
 
 
 @signals.worker_ready.connect
 def _announce(**_: Any) -> None:
     runtime.current().announce()
+    health.set_ready()
 
 
 @signals.worker_shutting_down.connect
 def _grace(**_: Any) -> None:
+    health.set_not_ready("shutting down")
     runtime.shutting_down()
 
 
@@ -64,4 +76,6 @@ def _stop(**_: Any) -> None:
 
 def main() -> int:
     """Run the worker; returns its exit code (an engine that cannot load ends it non-zero)."""
+    if settings.worker_http_port is not None:
+        health.serve(settings.worker_http_host, settings.worker_http_port)
     return run_worker(app, NAME, settings.queue, settings.log_level)

@@ -12,13 +12,16 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from genq.schemas import JobInput, SamplingOptions
+from worker import vllm_log
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,6 +69,18 @@ class Progress:
             ttft_s=self.ttft_s,
             generation_s=time.perf_counter() - self.started,
         )
+
+
+def cache_env(folder: Path) -> dict[str, str]:
+    """Where vLLM and the compilers under it keep what they build, all under ``folder``:
+    vLLM's torch.compile cache (inductor's cache lives inside it), Triton's kernels, CUDA's
+    PTX JIT cache, FlashInfer's JIT kernels. On a persistent path, a restart reuses them."""
+    return {
+        "VLLM_CACHE_ROOT": str(folder / "vllm"),
+        "TRITON_CACHE_DIR": str(folder / "triton"),
+        "CUDA_CACHE_PATH": str(folder / "cuda"),
+        "FLASHINFER_WORKSPACE_BASE": str(folder),  # FlashInfer adds .cache/flashinfer
+    }
 
 
 def resolve_engine_args(model: str, overrides: dict[str, Any], max_num_seqs: int) -> dict[str, Any]:
@@ -116,19 +131,23 @@ class Engine:
         self._thread = threading.Thread(target=self._run_loop, name="genq-engine-loop", daemon=True)
         self._llm: Any = None
         self._tokenizer: Any = None
+        self._startup_lines: Any = None
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
 
     def start(self) -> dict[str, float]:
-        """Import vLLM and build the engine (weights, memory profile, KV cache). Returns the
-        seconds each phase took: ``imports`` and ``engine``."""
+        """Import vLLM and build the engine (weights, memory profile, KV cache, compilation,
+        CUDA graphs). Returns the seconds each phase took: ``imports`` and ``engine``, and those
+        vLLM logged inside ``engine`` (``vllm_*``, see worker.vllm_log)."""
+        self._startup_lines = vllm_log.capture()
         t0 = time.perf_counter()
         from vllm import AsyncEngineArgs  # noqa: PLC0415
         from vllm.v1.engine.async_llm import AsyncLLM  # noqa: PLC0415
 
         t1 = time.perf_counter()
+        build_started_at = time.time()
         args = resolve_engine_args(self.model, self._overrides, self._max_num_seqs)
         log.info("building the vLLM engine: %s", args)
         self._thread.start()
@@ -147,7 +166,11 @@ class Engine:
         if hasattr(envs, "enable_envs_cache"):
             envs.enable_envs_cache()
         t2 = time.perf_counter()
-        return {"imports": t1 - t0, "engine": t2 - t1}
+        return {
+            "imports": t1 - t0,
+            "engine": t2 - t1,
+            **vllm_log.phases(self._startup_lines, build_started_at),
+        }
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Run a coroutine on the engine's loop, from any thread."""
@@ -209,3 +232,5 @@ class Engine:
         if self._thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)
+        if self._startup_lines is not None:
+            shutil.rmtree(self._startup_lines.parent, ignore_errors=True)

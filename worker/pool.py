@@ -9,6 +9,9 @@ setting (the CLI's ``-P`` refuses a class path).
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from typing import Any
+
 from celery import signals
 from celery.concurrency import thread
 
@@ -20,3 +23,21 @@ class WarmThreadPool(thread.TaskPool):
         signals.worker_process_init.send(sender=None)
         runtime.current()  # raises if the engine failed to start: the worker exits non-zero
         super().on_start()
+
+    def _get_info(self) -> dict[str, Any]:
+        """What ``celery inspect stats`` shows, and Flower's worker page under Pool: the
+        engine's start-up by phase and the warm-up it ran, beside Celery's own pool numbers.
+        Lists of strings, which Flower prints as they are (GET /v1/workers has the same as
+        numbers)."""
+        info = super()._get_info()
+        try:
+            worker = runtime.current().info
+        except RuntimeError:
+            return info
+        info["genq-ready-at"] = [datetime.fromtimestamp(worker.ready_at, timezone.utc).isoformat()]
+        info["genq-startup-s"] = [f"{phase} {s:g}" for phase, s in worker.startup_s.items()]
+        info["genq-warm-up"] = [
+            f"{step.name}: {step.requests} x {step.prompt_tokens} tokens in {step.seconds:g} s"
+            for step in worker.warmup_steps
+        ]
+        return info

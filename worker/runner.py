@@ -56,8 +56,13 @@ def _metrics(
     queue_ms: float | None,
     result: GenerationResult | None,
     completed_at: float,
+    first_batch: bool,
 ) -> JobMetrics:
-    metrics = JobMetrics(queue_ms=queue_ms, total_ms=_ms(completed_at - payload.created_at))
+    metrics = JobMetrics(
+        queue_ms=queue_ms,
+        total_ms=_ms(completed_at - payload.created_at),
+        first_batch=first_batch,
+    )
     if result is not None:
         metrics.ttft_ms = _ms(result.ttft_s)
         metrics.generation_ms = _ms(result.generation_s)
@@ -72,11 +77,26 @@ REQUEUE = "requeue"  # the cancel reason that hands a running job back instead o
 
 
 @dataclass
+class FirstBatch:
+    """A worker's first batch: the jobs it starts before it has finished any. Their records say
+    so (``metrics.first_batch``), to show whether the first users after a start pay more."""
+
+    open: bool = True
+    first_started_at: float | None = None
+
+    def join(self, started_at: float) -> bool:
+        if self.first_started_at is None:
+            self.first_started_at = started_at
+        return self.open
+
+
+@dataclass
 class RunOptions:
     worker: str
     lease_s: float = 30.0  # a job's lease; the worker's heartbeat renews it well before then
     max_job_s: float | None = None  # hard limit on one run
     max_attempts: int = 2  # starts after which a job whose worker keeps dying is failed
+    first_batch: FirstBatch = field(default_factory=FirstBatch)
 
 
 async def run_job(
@@ -102,6 +122,8 @@ async def run_job(
     try:
         return await _run(payload, store, engine, options, entry)
     finally:
+        if entry.claimed:
+            options.first_batch.open = False
         running.pop(payload.id, None)
         if timer is not None:
             timer.cancel()
@@ -141,10 +163,11 @@ async def _run(
         log.info("job %s not started: it is %s", payload.id, refused.current or "unknown")
         return refused.current or JobStatus.FAILED
     entry.claimed = True
+    first_batch = options.first_batch.join(started_at)
     if payload.wants("start"):
         await _schedule(store, Delivery(payload.id, "start", webhook_id(payload.id, "start")))
 
-    end = functools.partial(_end, store, payload, options.worker)
+    end = functools.partial(_end, store, payload, options.worker, first_batch)
     queue_ms = _ms(started_at - payload.created_at)
     if attempts > options.max_attempts:
         return await end(
@@ -251,6 +274,7 @@ async def _end(
     store: JobStore,
     payload: JobPayload,
     worker: str,
+    first_batch: bool,
     status: JobStatus,
     queue_ms: float | None,
     result: GenerationResult | None,
@@ -259,7 +283,7 @@ async def _end(
     completed_at = time.time()
     fields: dict[str, object] = {
         "completed_at": completed_at,
-        "metrics": _metrics(payload, queue_ms, result, completed_at).model_dump(),
+        "metrics": _metrics(payload, queue_ms, result, completed_at, first_batch).model_dump(),
     }
     if result is not None:
         fields["output"] = JobOutput(

@@ -22,20 +22,20 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NoReturn
 
-import psutil
 from redis.asyncio import Redis
 
 from genq.constants import CANCEL_CHANNEL, WORKERS_SET, worker_key
 from genq.model import prepare_default_model
 from genq.pubsub import listen_forever
 from genq.redis_client import async_redis
-from genq.schemas import ChatMessage, JobInput, JobPayload, SamplingOptions, WorkerInfo
+from genq.schemas import JobPayload, WorkerInfo
 from genq.settings import WorkerSettings
 from genq.store import JobStore
-from worker.engine import Engine, EngineFailed
+from worker import warmup
+from worker.clock import process_age_s
+from worker.engine import Engine, EngineFailed, cache_env
 from worker.runner import REQUEUE, RunningJob, RunOptions, run_job
 
 log = logging.getLogger(__name__)
@@ -44,15 +44,12 @@ log = logging.getLogger(__name__)
 EXIT_ENGINE_DEAD = 70  # EX_SOFTWARE
 
 
-def process_age_s() -> float:
-    """Seconds since this process started. Linux: from /proc in clock ticks (10 ms); psutil's
-    create_time() rests on a boot time rounded to the second, too coarse for a phase table."""
-    try:
-        after_name = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        start_ticks = int(after_name[19])  # field 22, starttime
-        return time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, AttributeError):
-        return time.time() - psutil.Process().create_time()
+def use_cache_dir(settings: WorkerSettings) -> None:
+    """The compile caches (worker.engine.cache_env) under GENQ_CACHE_DIR/compile, each unless
+    set already: one persistent path, and a restart reuses the compiled work. Before vLLM is
+    imported."""
+    for name, path in cache_env(settings.cache_dir / "compile").items():
+        os.environ.setdefault(name, path)
 
 
 def default_worker_name() -> str:
@@ -96,38 +93,39 @@ class WorkerRuntime:
         t0 = time.perf_counter()
         # Interpreter start, imports of genq and Celery, Celery's own set-up.
         before_init = process_age_s()
+        use_cache_dir(settings)
         model = settings.model or str(prepare_default_model(settings.cache_dir))
         t_model = time.perf_counter() - t0
         engine = Engine(model, settings.engine_args, max_num_seqs=settings.worker_concurrency)
         phases = engine.start()
 
-        warm_job = JobInput(
-            messages=[ChatMessage(role="user", content=settings.warmup_prompt)],
-            sampling=SamplingOptions(max_tokens=settings.warmup_max_tokens),
-        )
         t1 = time.perf_counter()
-        engine.submit(engine.generate("genq-warmup", warm_job)).result()
+        steps = warmup.plan(settings.warmup, default_batch=settings.worker_concurrency)
+        try:
+            warmed = engine.submit(warmup.run(engine, steps)).result()
+        except BaseException:
+            engine.stop()
+            raise
         warmup_s = time.perf_counter() - t1
 
         ready_at = time.time()
         startup = {
-            "process": round(before_init, 3),
-            "model": round(t_model, 3),
-            "imports": round(phases["imports"], 3),
-            "engine": round(phases["engine"], 3),
-            "warmup": round(warmup_s, 3),
-            "total": round(before_init + time.perf_counter() - t0, 3),
+            "process": before_init,
+            "model": t_model,
+            **phases,
+            "warmup": warmup_s,
+            "total": before_init + time.perf_counter() - t0,
         }
         info = WorkerInfo(
             name=name,
             model=model,
             concurrency=settings.worker_concurrency,
             ready_at=ready_at,
-            startup_s=startup,
-            warmup_latency_ms=round(warmup_s * 1000, 3),
+            startup_s={phase: round(s, 3) for phase, s in startup.items()},
+            warmup_steps=warmed,
             heartbeat_at=ready_at,
         )
-        log.info("worker %s warm: %s", name, startup)
+        log.info("worker %s warm: %s", name, info.startup_s)
         runtime = cls(settings, name, engine, info, resend)
         engine.submit(runtime._connect()).result()
         listen = listen_forever(runtime._redis, CANCEL_CHANNEL, runtime._on_cancel)
@@ -208,6 +206,7 @@ class WorkerRuntime:
         self.info.jobs_running = len(self.running)
         self.info.engine_requests = self.engine.unfinished_requests()
         self.info.jobs_per_s = self._jobs_per_s()
+        self.info.first_job_at = self.options.first_batch.first_started_at
         ttl = max(1, int(self.settings.heartbeat_s * 3))
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(worker_key(self.name), self.info.model_dump_json(), ex=ttl)

@@ -96,7 +96,13 @@ def wait_ok(url: str, procs: list[subprocess.Popen], timeout_s: float, what: str
 class Stack:
     """Redis + API + one worker, as separate processes (what `genq up` runs, minus Flower)."""
 
-    def __init__(self, workdir: Path, worker_concurrency: int, engine_args: str):
+    def __init__(
+        self,
+        workdir: Path,
+        worker_concurrency: int,
+        engine_args: str,
+        extra_env: dict[str, str] | None = None,
+    ):
         self.redis = EmbeddedRedis(workdir).start()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -107,6 +113,7 @@ class Stack:
             "GENQ_WORKER_CONCURRENCY": str(worker_concurrency),
             "GENQ_ENGINE_ARGS": engine_args,
             "GENQ_LOG_LEVEL": "WARNING",
+            **(extra_env or {}),
         }
         self.logs = workdir
         self.procs = [self._start("api"), self._start("worker")]

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -41,15 +41,27 @@ class Stack:
     worker: subprocess.Popen[bytes] | None = None
     first_worker: dict | None = None  # the session's first worker, as it announced itself
     webhook_secret: str = ""
+    worker_http: str = ""  # the worker's own endpoint: /healthz, /readyz, /metrics
+    # (unix time, status) of each answer of the worker's /readyz while it started
+    readyz_while_starting: list[tuple[float, int]] = field(default_factory=list)
 
     def start_worker(self, name: str | None = None) -> None:
-        """Start a worker (under a new name, if given) and wait until it is warm."""
+        """Start a worker (under a new name, if given) and wait until it is warm, asking its
+        own /readyz all along."""
         if name is not None:
             self.worker_name = name
-        env = self.env | {"GENQ_WORKER_NAME": self.worker_name}
+        port = free_port()
+        self.worker_http = f"http://127.0.0.1:{port}"
+        env = self.env | {"GENQ_WORKER_NAME": self.worker_name, "GENQ_WORKER_HTTP_PORT": str(port)}
         self.worker = start_role("worker", env, self.logs / f"{self.worker_name}.log")
+        self.readyz_while_starting = []
 
         def warm() -> bool:
+            try:
+                status = httpx.get(f"{self.worker_http}/readyz").status_code
+                self.readyz_while_starting.append((time.time(), status))
+            except httpx.HTTPError:
+                pass  # not listening yet
             workers = httpx.get(f"{self.api}/v1/workers").json()["workers"]
             return any(w["name"] == self.worker_name for w in workers)
 

@@ -120,6 +120,7 @@ def test_a_job_queued_before_any_worker_was_warm_runs_after_warm_up(stack: Stack
     info = stack.first_worker
     assert ts(job["started_at"]) >= info["ready_at"]
     assert job["metrics"]["queue_ms"] > 1000 * (info["ready_at"] - ts(job["created_at"])) - 2
+    assert job["metrics"]["first_batch"] is True  # it met the freshly warmed engine
 
 
 def test_readiness_and_workers_report_the_warm_worker_and_its_start_up(stack: Stack) -> None:
@@ -128,9 +129,9 @@ def test_readiness_and_workers_report_the_warm_worker_and_its_start_up(stack: St
     (info,) = httpx.get(f"{stack.api}/v1/workers").json()["workers"]
     assert info["name"] == stack.worker_name
     phases = info["startup_s"]
-    assert set(phases) == {"process", "model", "imports", "engine", "warmup", "total"}
+    assert {"process", "model", "imports", "engine", "warmup", "total"} <= set(phases)
     assert phases["total"] >= phases["imports"] + phases["engine"] + phases["warmup"]
-    assert info["warmup_latency_ms"] > 0 and info["concurrency"] == 32
+    assert phases["warmup"] > 0 and info["concurrency"] == 32
 
 
 def test_a_prompt_longer_than_the_context_fails_the_job_readably(stack: Stack) -> None:

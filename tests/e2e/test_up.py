@@ -55,6 +55,7 @@ def test_up_serves_restarts_a_dead_worker_and_ctrl_c_leaves_nothing_behind(tmp_p
         "GENQ_FLOWER_PORT": str(flower_port),
         "GENQ_DATA_DIR": str(tmp_path / "data"),
         "GENQ_WORKER_CONCURRENCY": "8",
+        "FLOWER_UNAUTHENTICATED_API": "true",  # dev, no basic auth: let the test read /api
     }
     up = subprocess.Popen(
         [sys.executable, "-m", "genq.cli", "up"],
@@ -102,6 +103,17 @@ def test_up_serves_restarts_a_dead_worker_and_ctrl_c_leaves_nothing_behind(tmp_p
         assert httpx.get(f"http://127.0.0.1:{flower_port}/healthcheck").text == "OK"
         # Flower saw the worker and the task (from Celery's events, as its dashboard does).
         _wait_for_flower_metrics(flower_port, ['type="task-succeeded"', 'task="genq.generate"'])
+        # Its worker page (Pool) shows the worker's start-up by phase and its warm-up.
+        workers = httpx.get(
+            f"http://127.0.0.1:{flower_port}/api/workers", params={"refresh": "true"}, timeout=30
+        ).json()
+        (pool,) = [
+            w["stats"]["pool"]
+            for w in workers.values()
+            if "genq-startup-s" in w["stats"].get("pool", {})
+        ]
+        assert any(line.startswith("warmup ") for line in pool["genq-startup-s"])
+        assert pool["genq-warm-up"][-1].startswith("batch_8: 8 x ")
         # The embedded Redis keeps an append-only file.
         assert list((tmp_path / "data" / "redis").glob("appendonly*"))
 

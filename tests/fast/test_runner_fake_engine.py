@@ -327,3 +327,23 @@ def test_a_full_queue_refuses_new_jobs_but_replays_an_idempotency_key(with_store
         assert await store.queued_count() == 2
 
     with_store(scenario)
+
+
+def test_jobs_started_before_the_first_one_ended_are_marked_first_batch(with_store) -> None:
+    """Two jobs that start together share the worker's first batch; one started after either
+    ended does not (the record says which users met a fresh engine)."""
+
+    async def scenario(store: JobStore, redis: Redis) -> list[JobRecord]:
+        options = RunOptions("w1")
+        first, second, third = [await queued(store, f"job{i}") for i in (1, 2, 3)]
+        await asyncio.gather(
+            run_job(first, store, FakeEngine(), options),
+            run_job(second, store, FakeEngine(), options),
+        )
+        await run_job(third, store, FakeEngine(), options)
+        assert options.first_batch.first_started_at is not None
+        return [await store.get(f"job{i}") for i in (1, 2, 3)]
+
+    records = with_store(scenario)
+    assert [r.metrics.first_batch for r in records] == [True, True, False]
+    assert all(r.status is JobStatus.SUCCEEDED for r in records)
