@@ -10,9 +10,9 @@ OUT=${OUT:-/tmp/genq-gpu-cold}; mkdir -p "$OUT"
 KEEP=${KEEP:-/root/genq-cold}; mkdir -p "$KEEP"   # survives between calls on a kept machine
 export GENQ_MODEL=${MODEL_DIR:-$PWD/.device/model}
 export GENQ_REDIS_SERVER=${GENQ_REDIS_SERVER:-$PWD/.device/run/bin/redis-server}
-[ -f "$KEEP/cold-start-gpu.json" ] && cp "$KEEP/cold-start-gpu.json" "$OUT/"
+# The result lives in KEEP (merged into run by run) and is copied to OUT however this ends.
+trap 'cp "$KEEP/cold-start-gpu.json" "$OUT/" 2>/dev/null || true' EXIT
 python3 ops/bench/cold_start.py --runs "${RUNS:-bare_cold,genq_cold,genq_cached,genq_no_warmup,bare_cached}" \
   --cache-root "$KEEP/cache" --worker-concurrency 256 --batch 256 \
   --engine-args '{"load_format": "dummy", "max_num_batched_tokens": 16384}' \
-  --logs "$OUT/logs" --out "$OUT/cold-start-gpu.json" 2>&1 | tee -a "$OUT/cold-start.txt"
-cp "$OUT/cold-start-gpu.json" "$KEEP/"
+  --logs "$OUT/logs" --out "$KEEP/cold-start-gpu.json" 2>&1 | tee -a "$OUT/cold-start.txt"
