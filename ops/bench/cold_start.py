@@ -37,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -206,14 +207,19 @@ def wait_job(api: str, job_id: str, timeout_s: float = 600) -> dict:
 def probe(api: str, args: argparse.Namespace) -> dict:
     import httpx  # noqa: PLC0415
 
-    client = httpx.Client(timeout=600)
+    clients = threading.local()  # one HTTP client per thread: one connection each
+
+    def client() -> httpx.Client:
+        if not hasattr(clients, "client"):
+            clients.client = httpx.Client(timeout=600)
+        return clients.client
 
     def one(body: dict) -> tuple[float, dict]:
         t = time.perf_counter()
-        response = client.post(f"{api}/generate", json=body)
+        response = client().post(f"{api}/generate", json=body)
         latency = (time.perf_counter() - t) * 1000
         response.raise_for_status()
-        job = client.get(f"{api}/v1/jobs/{response.json()['id']}").json()
+        job = client().get(f"{api}/v1/jobs/{response.json()['id']}").json()
         return latency, job
 
     out: dict = {}
@@ -233,7 +239,7 @@ def probe(api: str, args: argparse.Namespace) -> dict:
     walls = []
     with ThreadPoolExecutor(args.batch) as pool:
         # The client's own first batch (threads, connections) is not the server's: open them.
-        list(pool.map(lambda _: client.get(f"{api}/healthz"), range(args.batch * 2)))
+        list(pool.map(lambda _: client().get(f"{api}/healthz"), range(args.batch * 4)))
         for _ in range(max(3, args.repeats // 4) + 1):
             bodies = []
             for _ in range(args.batch):
@@ -243,7 +249,6 @@ def probe(api: str, args: argparse.Namespace) -> dict:
             list(pool.map(one, bodies))
             walls.append((time.perf_counter() - t) * 1000)
     out[f"batch_{args.batch}"] = {"first_ms": walls[0], "rest_ms": walls[1:]}
-    client.close()
     return out
 
 
