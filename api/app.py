@@ -5,6 +5,7 @@ Run with ``genq api`` or ``uvicorn --factory api.app:create_app``.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -32,6 +33,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     allow = settings.webhook_allow_list()
     app.state.services = Services(settings, redis, store, waiter, celery, allow)
     await waiter.start()
+    # What the process made to start stays: keep the collector from walking it again and again
+    # (as vLLM's own server does after start-up).
+    gc.collect()
+    gc.freeze()
     try:
         yield
     finally:

@@ -9,6 +9,7 @@ setting (the CLI's ``-P`` refuses a class path).
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,6 +24,15 @@ class WarmThreadPool(thread.TaskPool):
         signals.worker_process_init.send(sender=None)
         runtime.current()  # raises if the engine failed to start: the worker exits non-zero
         super().on_start()
+        self._start_every_thread()
+
+    def _start_every_thread(self) -> None:
+        """The executor starts a thread per task until it has ``limit``: start them all now, so
+        that a first burst of jobs does not wait on thread starts (part of the warm-up)."""
+        gate = threading.Barrier(self.limit + 1)
+        for _ in range(self.limit):
+            self.executor.submit(gate.wait)
+        gate.wait()
 
     def _get_info(self) -> dict[str, Any]:
         """What ``celery inspect stats`` shows, and Flower's worker page under Pool: the

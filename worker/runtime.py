@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import json
 import logging
 import os
@@ -62,13 +63,12 @@ class WorkerRuntime:
         settings: WorkerSettings,
         name: str,
         engine: Engine,
-        info: WorkerInfo,
         resend: Callable[[JobPayload], None],
     ):
         self.settings = settings
         self.name = name
         self.engine = engine
-        self.info = info
+        self.info: WorkerInfo  # set once warm
         self._resend = resend
         self.options = RunOptions(
             worker=name,
@@ -101,11 +101,20 @@ class WorkerRuntime:
 
         t1 = time.perf_counter()
         steps = warmup.plan(settings.warmup, default_batch=settings.worker_concurrency)
+        runtime = cls(settings, name, engine, resend)
         try:
             warmed = engine.submit(warmup.run(engine, steps)).result()
+            # Every job talks to Redis from the engine loop: open as many connections as jobs
+            # can run at once now, not during the first burst.
+            engine.submit(runtime._connect(settings.worker_concurrency)).result()
         except BaseException:
             engine.stop()
             raise
+        # torch, vLLM and the engine's start-up made millions of objects that live as long as the
+        # process: freeze them, so the collector's full passes do not walk them while jobs run
+        # (vLLM's own server does the same after start-up).
+        gc.collect()
+        gc.freeze()
         warmup_s = time.perf_counter() - t1
 
         ready_at = time.time()
@@ -116,7 +125,7 @@ class WorkerRuntime:
             "warmup": warmup_s,
             "total": before_init + time.perf_counter() - t0,
         }
-        info = WorkerInfo(
+        runtime.info = WorkerInfo(
             name=name,
             model=model,
             concurrency=settings.worker_concurrency,
@@ -125,17 +134,19 @@ class WorkerRuntime:
             warmup_steps=warmed,
             heartbeat_at=ready_at,
         )
-        log.info("worker %s warm: %s", name, info.startup_s)
-        runtime = cls(settings, name, engine, info, resend)
-        engine.submit(runtime._connect()).result()
+        log.info("worker %s warm: %s", name, runtime.info.startup_s)
         listen = listen_forever(runtime._redis, CANCEL_CHANNEL, runtime._on_cancel)
         runtime._background.append(engine.submit(listen))
         return runtime
 
-    async def _connect(self) -> None:
+    async def _connect(self, connections: int) -> None:
         # The Redis client belongs to the engine loop, like every job coroutine that uses it.
         self._redis = async_redis(self.settings.broker_url())
         self._store = JobStore(self._redis, self.settings.result_ttl_s)
+        try:
+            await asyncio.gather(*(self._redis.ping() for _ in range(connections)))
+        except Exception:  # noqa: BLE001 - Redis may be restarting: the pool fills on demand
+            log.warning("could not open Redis connections ahead of jobs", exc_info=True)
 
     def _on_cancel(self, data: str) -> None:
         """Cancel requests go to every worker; the one running the job aborts it."""

@@ -215,11 +215,13 @@ def probe(api: str, args: argparse.Namespace) -> dict:
         return clients.client
 
     def one(body: dict) -> tuple[float, dict]:
+        sent = time.time()
         t = time.perf_counter()
         response = client().post(f"{api}/generate", json=body)
         latency = (time.perf_counter() - t) * 1000
         response.raise_for_status()
         job = client().get(f"{api}/v1/jobs/{response.json()['id']}").json()
+        job["sent_at"] = sent
         return latency, job
 
     out: dict = {}
@@ -234,6 +236,8 @@ def probe(api: str, args: argparse.Namespace) -> dict:
             "rest_ms": [lat for lat, _ in runs[1:]],
             "first_engine_ms": runs[0][1]["metrics"]["generation_ms"],
             "rest_engine_ms": [job["metrics"]["generation_ms"] for _, job in runs[1:]],
+            "first_parts": parts(*runs[0]),
+            "rest_parts": [parts(*run) for run in runs[1:]],
         }
     # A batch as wide as --batch, sent at once: its wall time, first batch vs the next ones.
     walls = []
@@ -250,6 +254,19 @@ def probe(api: str, args: argparse.Namespace) -> dict:
             walls.append((time.perf_counter() - t) * 1000)
     out[f"batch_{args.batch}"] = {"first_ms": walls[0], "rest_ms": walls[1:]}
     return out
+
+
+def parts(latency_ms: float, job: dict) -> dict[str, float]:
+    """Where a job's client latency went, in ms."""
+    m = job["metrics"]
+    created, started, completed = (ts(job[k]) for k in ("created_at", "started_at", "completed_at"))
+    return {
+        "accept": (created - job["sent_at"]) * 1000,  # client send -> API stored it
+        "queue": m["queue_ms"],  # stored -> a worker claimed it
+        "to_engine": (completed - started) * 1000 - m["generation_ms"],  # claim/store, no engine
+        "engine": m["generation_ms"],
+        "back": latency_ms - m["total_ms"] - (created - job["sent_at"]) * 1000,  # stored -> client
+    }
 
 
 # -- orchestration --------------------------------------------------------------------------------

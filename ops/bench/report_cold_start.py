@@ -97,6 +97,27 @@ def penalty_table(runs: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def parts_table(runs: dict[str, Any], shape: str = "short") -> str:
+    """Where the first job's time went, beside the median of the next ones (ms)."""
+    names = ("accept", "queue", "to_engine", "engine", "back")
+    lines = [
+        f"| {shape} job, ms | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for run_name in COLUMNS:
+        probe = runs.get(run_name, {}).get("probe", {}).get(shape, {})
+        if "first_parts" not in probe:
+            continue
+        first = probe["first_parts"]
+        rest = {n: statistics.median(p[n] for p in probe["rest_parts"]) for n in names}
+        label = run_name.replace("_", " ")
+        lines.append(f"| {label}: first | " + " | ".join(f"{first[n]:.1f}" for n in names) + " |")
+        lines.append(
+            f"| {label}: median of the next | " + " | ".join(f"{rest[n]:.1f}" for n in names) + " |"
+        )
+    return "\n".join(lines)
+
+
 def prequeued_table(runs: dict[str, Any]) -> str:
     lines = [
         "| run | a job queued before start: consumed after ready, ms | its engine time, ms "
@@ -130,6 +151,10 @@ def render(result: dict[str, Any]) -> str:
         "",
         "First-job penalty (client latency through POST /generate; bare: LLM.chat)",
         penalty_table(runs),
+        "",
+        "Where the time went (accept: client -> API stored it; queue: -> a worker claimed it; "
+        "to_engine: the worker's own claim/store; engine; back: stored -> client has it)",
+        parts_table(runs),
         "",
         prequeued_table(runs),
     ]
