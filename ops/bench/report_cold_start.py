@@ -101,7 +101,7 @@ def parts_table(runs: dict[str, Any], shape: str = "short") -> str:
     """Where the first job's time went, beside the median of the next ones (ms)."""
     names = ("accept", "queue", "to_engine", "engine", "back")
     lines = [
-        f"| {shape} job, ms | " + " | ".join(names) + " |",
+        f"| {shape.replace('_', ' ')} (a batch: the median job), ms | " + " | ".join(names) + " |",
         "|---|" + "---:|" * len(names),
     ]
     for run_name in COLUMNS:
@@ -155,6 +155,8 @@ def render(result: dict[str, Any]) -> str:
         "Where the time went (accept: client -> API stored it; queue: -> a worker claimed it; "
         "to_engine: the worker's own claim/store; engine; back: stored -> client has it)",
         parts_table(runs),
+        "",
+        parts_table(runs, f"batch_{meta.get('args', {}).get('batch', 32)}"),
         "",
         prequeued_table(runs),
     ]
