@@ -28,6 +28,11 @@ from genq.ssrf import AllowList
 from genq.webhooks import DEFAULT_RETRY_SCHEDULE_S, secret_key
 
 
+def _none_if_empty(value: Any) -> Any:
+    """An environment variable set to "" means unset (compose passes empty values on)."""
+    return None if value == "" else value
+
+
 def _xdg(var: str, fallback: str) -> Path:
     return Path(os.environ.get(var) or Path.home() / fallback) / "genq"
 
@@ -167,10 +172,9 @@ class WebhookSettings(CommonSettings):
     # At most this much of a receiver's answer is read.
     webhook_max_response_bytes: int = Field(4096, ge=0)
 
-    @field_validator("webhook_secret", "webhook_secret_previous", mode="before")
-    @classmethod
-    def _empty_is_unset(cls, value: Any) -> Any:
-        return None if value == "" else value
+    _empty_is_unset = field_validator("webhook_secret", "webhook_secret_previous", mode="before")(
+        _none_if_empty
+    )
 
     def signing_secrets(self) -> list[str]:
         """The secrets to sign with, current first; each is checked."""
@@ -188,6 +192,8 @@ class FlowerSettings(CommonSettings):
     flower_host: str = "127.0.0.1"
     flower_port: int = 5555
     flower_basic_auth: SecretStr | None = None  # "user:password[,user2:password2]"
+
+    _empty_is_unset = field_validator("flower_basic_auth", mode="before")(_none_if_empty)
 
 
 class UpSettings(ApiSettings, FlowerSettings):

@@ -1,0 +1,217 @@
+"""docker-compose.yml, its Dockerfiles and ops/prometheus/prometheus.yml: the services genq needs,
+wired the way its code expects.
+
+No container is started and no image is built: no Docker engine runs here. The files are parsed
+and checked; where a compose CLI is installed (`docker compose`, or Debian's `docker-compose`),
+`config -q` also validates docker-compose.yml against the Compose schema, with and without
+`--profile cpu`. Without a compose CLI that check is skipped, not run.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from genq.settings import WorkerSettings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pytest itself depends on tomli there
+    import tomli as tomllib
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = REPO / "docker-compose.yml"
+COMPOSE = yaml.safe_load(COMPOSE_FILE.read_text())
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+PROMETHEUS = yaml.safe_load((REPO / "ops" / "prometheus" / "prometheus.yml").read_text())
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+WORKERS = ("worker", "worker-cpu")
+GENQ_IMAGES = ("api", "worker", "worker-cpu", "webhooks", "flower")
+
+
+def _seconds(duration: str) -> float:
+    """A compose duration ("600s", "1m30s") in seconds."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", duration)
+    assert "".join(n + u for n, u in parts) == duration, duration
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def _container_port(service: str) -> int:
+    """The container side of a service's one published port ("[ip:]host:container")."""
+    (mapping,) = SERVICES[service]["ports"]
+    return int(mapping.rsplit(":", 1)[-1])
+
+
+def _named_volume_at(service: str, path: str) -> str:
+    """The named volume mounted at ``path`` in ``service``."""
+    (source,) = [v.split(":")[0] for v in SERVICES[service]["volumes"] if v.split(":")[1] == path]
+    assert source in COMPOSE["volumes"], f"{service}: {path} is not on a named volume"
+    return source
+
+
+def _dockerfile(name: str) -> list[str]:
+    """A Dockerfile's instructions: comments dropped, continued lines joined."""
+    text = (REPO / "ops" / name).read_text()
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    return [" ".join(i.split()) for i in "\n".join(lines).replace("\\\n", " ").splitlines() if i]
+
+
+def _worker_port(service: str) -> int:
+    return int(SERVICES[service]["environment"]["GENQ_WORKER_HTTP_PORT"])
+
+
+def test_compose_has_every_service() -> None:
+    assert set(SERVICES) == {
+        "redis",
+        "api",
+        "worker",
+        "worker-cpu",
+        "webhooks",
+        "flower",
+        "prometheus",
+    }
+    # Only the CPU worker sits in a profile: `docker compose up` on a GPU host runs the rest.
+    assert {name: s["profiles"] for name, s in SERVICES.items() if "profiles" in s} == {
+        "worker-cpu": ["cpu"]
+    }
+
+
+def test_images_are_built_from_the_dockerfiles_in_ops() -> None:
+    for name in GENQ_IMAGES:
+        build = SERVICES[name]["build"]
+        assert build["context"] == "."
+        assert build["dockerfile"].startswith("ops/") and (REPO / build["dockerfile"]).is_file()
+    assert SERVICES["worker"]["build"]["dockerfile"] == "ops/Dockerfile.worker"
+    assert SERVICES["api"]["build"]["dockerfile"] == "ops/Dockerfile.api"
+    # The worker image's extras (its default, and the CPU profile's) exist in pyproject.toml.
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert "ARG EXTRA=worker-gpu" in _dockerfile("Dockerfile.worker")
+    assert SERVICES["worker-cpu"]["build"]["args"]["EXTRA"] == "worker-cpu"
+    assert {"worker-gpu", "worker-cpu"} <= set(extras)
+    assert any(dep.startswith("vllm==") for dep in extras["worker-gpu"])
+
+
+def test_the_api_image_installs_no_torch_and_no_vllm() -> None:
+    """API, webhooks and Flower share it: genq's base dependencies only, no worker extra."""
+    for instruction in _dockerfile("Dockerfile.api"):
+        assert not re.search(r"torch|vllm|worker-(gpu|cpu)|\.\[", instruction), instruction
+    (install,) = [i for i in _dockerfile("Dockerfile.api") if "pip install" in i]
+    assert install.split()[-1] == "."
+    base = " ".join(PYPROJECT["project"]["dependencies"])
+    assert "torch" not in base and "vllm" not in base
+    for name in ("api", "webhooks", "flower"):
+        assert SERVICES[name]["build"]["dockerfile"] == "ops/Dockerfile.api"
+
+
+def test_redis_keeps_an_append_only_file_on_a_volume() -> None:
+    redis = SERVICES["redis"]
+    conf_path = redis["command"][-1]
+    (mount,) = [v for v in redis["volumes"] if v.split(":")[1] == conf_path]
+    conf = (REPO / mount.split(":")[0]).read_text().splitlines()
+    assert "appendonly yes" in conf and "appendfsync everysec" in conf
+    _named_volume_at("redis", "/data")
+
+
+def test_the_api_waits_for_redis_only() -> None:
+    """Not for a warm worker: jobs wait in the queue while the workers get warm."""
+    assert SERVICES["api"]["depends_on"] == {"redis": {"condition": "service_healthy"}}
+
+
+def test_the_gpu_worker_reserves_one_nvidia_gpu() -> None:
+    (device,) = SERVICES["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["count"] == 1
+    assert "gpu" in device["capabilities"]
+    assert "deploy" not in SERVICES["worker-cpu"]
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_a_worker_is_healthy_only_once_warm(name: str) -> None:
+    worker = SERVICES[name]
+    check = worker["healthcheck"]
+    assert f"http://127.0.0.1:{_worker_port(name)}/readyz" in " ".join(check["test"])
+    assert _seconds(check["start_period"]) >= 600  # model load, compile and warm-up
+    grace = worker["environment"].get("GENQ_SHUTDOWN_GRACE_S") or (
+        WorkerSettings.model_fields["shutdown_grace_s"].default
+    )
+    assert _seconds(worker["stop_grace_period"]) > float(grace)  # a drain is never cut short
+    assert worker["restart"] == "unless-stopped"
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_a_workers_caches_are_on_a_volume_at_genq_cache_dir(name: str) -> None:
+    cache_dir = SERVICES[name]["environment"]["GENQ_CACHE_DIR"]
+    assert _named_volume_at(name, cache_dir) == "genq-cache"
+
+
+def test_the_worker_image_serves_its_port_and_keeps_caches_under_cache() -> None:
+    instructions = _dockerfile("Dockerfile.worker")
+    (env,) = [i for i in instructions if i.startswith("ENV ")]
+    variables = dict(pair.split("=", 1) for pair in env.split()[1:])
+    assert variables["GENQ_CACHE_DIR"] == SERVICES["worker"]["environment"]["GENQ_CACHE_DIR"]
+    assert variables["GENQ_WORKER_HTTP_PORT"] == str(_worker_port("worker"))
+    assert f"EXPOSE {_worker_port('worker')}" in instructions
+
+
+def _scrape_targets() -> set[tuple[str, int]]:
+    targets: set[tuple[str, int]] = set()
+    for job in PROMETHEUS["scrape_configs"]:
+        assert job.get("metrics_path", "/metrics") == "/metrics"
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                host, port = target.rsplit(":", 1)
+                targets.add((host, int(port)))
+        for dns in job.get("dns_sd_configs", []):
+            assert dns["type"] == "A"
+            targets.update((host, dns["port"]) for host in dns["names"])
+    return targets
+
+
+def test_prometheus_scrapes_the_api_the_workers_and_flower_on_their_ports() -> None:
+    assert _scrape_targets() == {
+        ("api", _container_port("api")),
+        ("worker", _worker_port("worker")),
+        ("worker-cpu", _worker_port("worker-cpu")),
+        ("flower", _container_port("flower")),
+    }
+    prometheus = SERVICES["prometheus"]
+    assert prometheus["image"].startswith("prom/prometheus:")
+    assert (
+        "./ops/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
+    )
+
+
+def _compose_cli() -> list[str] | None:
+    if shutil.which("docker"):
+        found = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+        if found.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    return None
+
+
+@pytest.mark.parametrize("profiles", [[], ["--profile", "cpu"]], ids=["default", "cpu"])
+def test_compose_config_validates(profiles: list[str]) -> None:
+    cli = _compose_cli()
+    if cli is None:
+        pytest.skip(
+            "no compose CLI (`docker compose` or `docker-compose`): `config -q` not run; "
+            "`make compose-cli` installs Debian's docker-compose"
+        )
+    result = subprocess.run(
+        [*cli, "-f", str(COMPOSE_FILE), *profiles, "config", "-q"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
