@@ -4,12 +4,8 @@
 # .device/model: a Llama-3-8B-shaped config, weights made up by load_format=dummy).
 #   RUNS=bare_cold,genq_cold,genq_cached  bash ops/bench/gpu-cold-start.sh   # a device call has 10 min
 #   RUNS=genq_no_warmup,bare_cached       bash ops/bench/gpu-cold-start.sh   # the rest, same result
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/genq-gpu-cold}; mkdir -p "$OUT"
-KEEP=${KEEP:-/root/genq-cold}; mkdir -p "$KEEP"   # survives between calls on a kept machine
-export GENQ_MODEL=${MODEL_DIR:-$PWD/.device/model}
-export GENQ_REDIS_SERVER=${GENQ_REDIS_SERVER:-$PWD/.device/run/bin/redis-server}
+KEEP=${KEEP:-/root/genq-cold}
+source "$(dirname "$0")/gpu-env.sh"
 # The result lives in KEEP (merged into run by run) and is copied to OUT however this ends.
 trap 'cp "$KEEP/cold-start-gpu.json" "$OUT/" 2>/dev/null || true' EXIT
 python3 ops/bench/cold_start.py --runs "${RUNS:-bare_cold,genq_cold,genq_cached,genq_no_warmup,bare_cached}" \

@@ -5,12 +5,8 @@
 # real compute, random tokens, so every output length is forced).
 #   SYSTEMS=limit,engine,genq  bash ops/bench/gpu.sh    # a part of it (a device call has 10 min)
 #   SYSTEMS=vllm_serve         bash ops/bench/gpu.sh    # the rest, added to the same result
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-OUT=${OUT:-/tmp/genq-gpu-bench}; mkdir -p "$OUT"
-KEEP=${KEEP:-/root/genq-bench}; mkdir -p "$KEEP"   # survives between calls on a kept machine
-export GENQ_MODEL=${MODEL_DIR:-$PWD/.device/model}
-export GENQ_REDIS_SERVER=${GENQ_REDIS_SERVER:-$PWD/.device/run/bin/redis-server}
+KEEP=${KEEP:-/root/genq-bench}
+source "$(dirname "$0")/gpu-env.sh"
 export VLLM_CACHE_ROOT=${VLLM_CACHE_ROOT:-/root/vllm-cache}
 ENGINE_ARGS='{"load_format": "dummy", "max_num_batched_tokens": 16384}'
 RESUME=(); [ -f "$KEEP/gpu.json" ] && RESUME=(--resume "$KEEP/gpu.json")
