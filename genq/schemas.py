@@ -344,3 +344,4 @@ class WorkerInfo(BaseModel):
     jobs_running: int = 0  # genq jobs this worker runs now
     engine_requests: int = 0  # requests inside the engine now (running or waiting)
     jobs_per_s: float = 0.0  # jobs finished per second over the last minute
+    tokens_per_s: float = 0.0  # output tokens of those jobs per second, same window
