@@ -15,7 +15,8 @@ import genq
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
-from api.routes import generate, health, jobs, workers
+from api.request_metrics import RequestMetrics
+from api.routes import generate, health, jobs, metrics, queue, workers
 from api.waiter import JobWaiter
 from genq.celery_config import make_celery
 from genq.redis_client import async_redis
@@ -50,9 +51,12 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app = FastAPI(title="genq", version=genq.__version__, lifespan=lifespan)
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics)  # added last: outermost, it sees BodySizeLimit's 413s
     install_error_handlers(app)
     app.include_router(jobs.router)
     app.include_router(generate.router)
     app.include_router(workers.router)
+    app.include_router(queue.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     return app

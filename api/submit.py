@@ -9,6 +9,7 @@ import math
 import time
 import uuid
 
+from api import metrics
 from api.deps import Services
 from api.errors import ApiError
 from api.routes.workers import warm_workers
@@ -100,6 +101,7 @@ async def submit_job(
         raise await overloaded(store, settings, full.waiting) from None
     if existing is not None:
         return await _existing(store, existing, idempotency), False
+    metrics.JOBS_SUBMITTED.inc()
     return record, True
 
 

@@ -6,7 +6,9 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 from genq.settings import (
@@ -33,26 +35,51 @@ def cmd_up(_: argparse.Namespace) -> int:
     return up.run(settings)
 
 
+def _api_metrics_dir() -> tuple[str, bool]:
+    """``PROMETHEUS_MULTIPROC_DIR`` for the API's processes (api.metrics): where each uvicorn
+    process writes its counters so that a scrape of any of them sums all. The operator's own
+    directory if set (emptied: old values would count again), else a fresh one, removed on exit.
+    Returns it and whether it is ours to remove."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:
+        os.makedirs(given, exist_ok=True)
+        for name in os.listdir(given):
+            if name.endswith(".db"):
+                os.remove(os.path.join(given, name))
+        return given, False
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="genq-api-metrics-")
+    return os.environ["PROMETHEUS_MULTIPROC_DIR"], True
+
+
 def cmd_api(_: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
     settings = ApiSettings()
     _logging(settings.log_level)
     settings.broker_url()  # fail now, clearly, if no Redis is configured
-    uvicorn.run(
-        "api.app:create_app",
-        factory=True,
-        host=settings.api_host,
-        port=settings.api_port,
-        workers=settings.api_workers,
-        log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=30,
-    )
+    # Before any process of the API imports prometheus_client (it reads it at import).
+    metrics_dir, ours = _api_metrics_dir()
+    try:
+        uvicorn.run(
+            "api.app:create_app",
+            factory=True,
+            host=settings.api_host,
+            port=settings.api_port,
+            workers=settings.api_workers,
+            log_level=settings.log_level.lower(),
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        if ours:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
 def cmd_worker(_: argparse.Namespace) -> int:
     _logging(WorkerSettings().log_level)
+    # One process: its metrics live in memory (worker.health). A directory meant for the API's
+    # processes would turn vLLM's and genq's metrics into files nobody sums.
+    os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     from worker.celery_app import main  # noqa: PLC0415 - heavy deps, worker extra
 
     return main()

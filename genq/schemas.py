@@ -344,3 +344,17 @@ class WorkerInfo(BaseModel):
     jobs_running: int = 0  # genq jobs this worker runs now
     engine_requests: int = 0  # requests inside the engine now (running or waiting)
     jobs_per_s: float = 0.0  # jobs finished per second over the last minute
+    tokens_per_s: float = 0.0  # output tokens of those jobs per second, same window
+
+
+class QueueStatus(BaseModel):
+    """``GET /v1/queue``: how many jobs wait, how fast the warm workers take them."""
+
+    depth: int  # jobs accepted and not started yet (what GENQ_MAX_QUEUED bounds)
+    running: int  # jobs the warm workers run now
+    warm_workers: int
+    jobs_per_s: float  # the warm workers' finished jobs per second over the last minute
+    tokens_per_s: float  # their output tokens per second over the last minute
+    # depth / jobs_per_s: how long a job submitted now may wait to start; None while no worker
+    # has finished a job in the last minute (no rate to go by).
+    estimated_wait_s: float | None

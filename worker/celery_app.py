@@ -47,7 +47,7 @@ def _resend(payload: JobPayload) -> None:
 @signals.worker_process_init.connect
 def _build_engine(**_: Any) -> None:
     health.set_not_ready("the engine is starting and warming up")
-    runtime.start(settings, NAME, _resend)
+    runtime.start(settings, NAME, _resend, health.metrics)
     try:
         info = runtime.current().info
     except RuntimeError as exc:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
 import os
 import shutil
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -71,6 +72,48 @@ class Progress:
         )
 
 
+@dataclass
+class EngineStats:
+    """The scheduler's state after one engine step, as vLLM reports it."""
+
+    running: int  # requests in the batch
+    waiting: int  # requests waiting for room in it
+    kv_cache_usage: float | None  # 0..1 of the KV cache blocks in use (None: not reported)
+
+
+def stats_logger(on_stats: Callable[[EngineStats], None]) -> Any:
+    """A vLLM per-engine stat logger class (``AsyncLLM(stat_loggers=[...])``) that hands the
+    scheduler's stats of every step to ``on_stats``, on the engine's loop. Passing it keeps
+    vLLM's own Prometheus logger: its ``vllm:*`` metrics stay on prometheus_client's default
+    registry. vLLM calls it "not a stable interface": every field is read feature-detected."""
+    from vllm.v1.metrics.loggers import StatLoggerBase  # noqa: PLC0415
+
+    class SchedulerStatsLogger(StatLoggerBase):
+        def __init__(self, vllm_config: Any, engine_index: int = 0):
+            pass
+
+        def record(self, scheduler_stats: Any, iteration_stats: Any, *_: Any, **__: Any) -> None:
+            if scheduler_stats is None:
+                return
+            usage = getattr(scheduler_stats, "kv_cache_usage", None)
+            if usage is None:  # its name before vLLM 0.11
+                usage = getattr(scheduler_stats, "gpu_cache_usage", None)
+            on_stats(
+                EngineStats(
+                    running=scheduler_stats.num_running_reqs,
+                    # Newer vLLMs count requests deferred (LoRA budget, KV transfer) apart.
+                    waiting=scheduler_stats.num_waiting_reqs
+                    + getattr(scheduler_stats, "num_skipped_waiting_reqs", 0),
+                    kv_cache_usage=usage,
+                )
+            )
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return SchedulerStatsLogger
+
+
 def cache_env(folder: Path) -> dict[str, str]:
     """Where vLLM and the compilers under it keep what they build, all under ``folder``:
     vLLM's torch.compile cache (inductor's cache lives inside it), Triton's kernels, CUDA's
@@ -123,8 +166,15 @@ def to_sampling_params(options: SamplingOptions) -> Any:
 class Engine:
     """One vLLM engine on its own event loop thread. ``start()`` blocks until it can generate."""
 
-    def __init__(self, model: str, engine_args: dict[str, Any], max_num_seqs: int):
+    def __init__(
+        self,
+        model: str,
+        engine_args: dict[str, Any],
+        max_num_seqs: int,
+        on_stats: Callable[[EngineStats], None] | None = None,
+    ):
         self.model = model
+        self._on_stats = on_stats
         self._overrides = engine_args
         self._max_num_seqs = max_num_seqs
         self.loop = asyncio.new_event_loop()
@@ -152,9 +202,16 @@ class Engine:
         log.info("building the vLLM engine: %s", args)
         self._thread.start()
 
+        extra: dict[str, Any] = {}
+        if self._on_stats is not None:
+            if "stat_loggers" in inspect.signature(AsyncLLM.from_engine_args).parameters:
+                extra["stat_loggers"] = [stats_logger(self._on_stats)]
+            else:
+                log.warning("this vLLM takes no stat loggers: no engine gauges")
+
         async def build() -> Any:
             # AsyncLLM must be created inside the loop that will drive it.
-            return AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
+            return AsyncLLM.from_engine_args(AsyncEngineArgs(**args), **extra)
 
         self._llm = self.submit(build()).result()
         self._tokenizer = self._llm.get_tokenizer()

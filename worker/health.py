@@ -5,8 +5,10 @@ and Prometheus ask a worker directly.
 - ``GET /readyz``: 200 only once the engine is built, warmed up and the worker consumes the
   queue; 503 with the reason before that and once it is shutting down. The compose healthcheck
   and the k8s readiness probe use it.
-- ``GET /metrics``: Prometheus text: ``genq_worker_ready`` and
-  ``genq_worker_startup_seconds{phase}`` (the phases of ``WorkerInfo.startup_s``).
+- ``GET /metrics``: Prometheus text: ``genq_worker_ready``,
+  ``genq_worker_startup_seconds{phase}`` (the phases of ``WorkerInfo.startup_s``), the job and
+  engine metrics of worker.metrics, then prometheus_client's default registry: the process's
+  ``process_*``/``python_*`` and vLLM's own ``vllm:*`` metrics (vLLM registers them there).
 
 A standard-library server on a daemon thread: it must answer while the engine is being built.
 """
@@ -18,13 +20,23 @@ import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Gauge,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
 
 class WorkerHealth:
     def __init__(self) -> None:
+        disable_created_metrics()  # no *_created series: noise on every counter and histogram
         self.registry = CollectorRegistry()
         self._ready = Gauge(
             "genq_worker_ready",
@@ -37,6 +49,7 @@ class WorkerHealth:
             ["phase"],
             registry=self.registry,
         )
+        self.metrics = WorkerMetrics(self.registry)
         self.not_ready_because = "the engine is starting"
         self._server: ThreadingHTTPServer | None = None
 
@@ -56,6 +69,10 @@ class WorkerHealth:
         self.not_ready_because = why
         self._ready.set(0)
 
+    def exposition(self) -> bytes:
+        """genq's metrics, then the default registry's (other names: no family twice)."""
+        return generate_latest(self.registry) + generate_latest(REGISTRY)
+
     def serve(self, host: str, port: int) -> int:
         """Start serving on a daemon thread; returns the port (0 picks a free one)."""
         health = self
@@ -71,7 +88,7 @@ class WorkerHealth:
                         error = {"type": "not_ready", "message": health.not_ready_because}
                         self._send(503, "application/json", json.dumps({"error": error}).encode())
                 elif self.path == "/metrics":
-                    self._send(200, CONTENT_TYPE_LATEST, generate_latest(health.registry))
+                    self._send(200, CONTENT_TYPE_LATEST, health.exposition())
                 else:
                     self._send(404, "application/json", b'{"error": {"type": "not_found"}}')
 

@@ -17,6 +17,7 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -90,6 +91,17 @@ class FirstBatch:
         return self.open
 
 
+@dataclass(frozen=True)
+class JobEnd:
+    """How a job this worker ended went (for the worker's metrics): no id, no text."""
+
+    status: JobStatus
+    queue_s: float  # accepted -> started here
+    run_s: float | None  # claimed -> ended (None: ended unrun, past its deadline)
+    ttft_s: float | None  # engine submit -> first token (None: no token)
+    output_tokens: int
+
+
 @dataclass
 class RunOptions:
     worker: str
@@ -97,6 +109,8 @@ class RunOptions:
     max_job_s: float | None = None  # hard limit on one run
     max_attempts: int = 2  # starts after which a job whose worker keeps dying is failed
     first_batch: FirstBatch = field(default_factory=FirstBatch)
+    # Told of each job that ends here, once its record says so (on the engine loop).
+    on_end: Callable[[JobEnd], None] | None = None
 
 
 async def run_job(
@@ -154,6 +168,7 @@ async def _run(
             )
         except TransitionRefused as refused:
             return refused.current or JobStatus.FAILED
+        _tell(options, JobEnd(JobStatus.CANCELED, started_at - payload.created_at, None, None, 0))
         return JobStatus.CANCELED
     try:
         attempts = await store.claim(payload.id, options.worker, started_at, options.lease_s)
@@ -167,7 +182,7 @@ async def _run(
     if payload.wants("start"):
         await _schedule(store, Delivery(payload.id, "start", webhook_id(payload.id, "start")))
 
-    end = functools.partial(_end, store, payload, options.worker, first_batch)
+    end = functools.partial(_end, store, payload, options, first_batch, started_at)
     queue_ms = _ms(started_at - payload.created_at)
     if attempts > options.max_attempts:
         return await end(
@@ -270,11 +285,21 @@ def _why(entry: RunningJob, ran: bool) -> str:
     return f"{what} {'while running' if ran else 'before it ran'}"
 
 
+def _tell(options: RunOptions, ended: JobEnd) -> None:
+    if options.on_end is None:
+        return
+    try:
+        options.on_end(ended)
+    except Exception:  # noqa: BLE001 - metrics never fail a job
+        log.warning("on_end failed", exc_info=True)
+
+
 async def _end(
     store: JobStore,
     payload: JobPayload,
-    worker: str,
+    options: RunOptions,
     first_batch: bool,
+    started_at: float,
     status: JobStatus,
     queue_ms: float | None,
     result: GenerationResult | None,
@@ -292,7 +317,9 @@ async def _end(
     if error is not None:
         fields["error"] = error.model_dump()
     try:
-        await store.transition(payload.id, [JobStatus.PROCESSING], status, fields, owner=worker)
+        await store.transition(
+            payload.id, [JobStatus.PROCESSING], status, fields, owner=options.worker
+        )
     except TransitionRefused as refused:
         # Our lease lapsed (a stall longer than the lease) and another worker took the job over,
         # or it was finished meanwhile: its record is theirs now.
@@ -302,4 +329,14 @@ async def _end(
             refused.current.value if refused.current else "gone",
         )
         return refused.current or JobStatus.FAILED
+    _tell(
+        options,
+        JobEnd(
+            status=status,
+            queue_s=started_at - payload.created_at,
+            run_s=completed_at - started_at,
+            ttft_s=result.ttft_s if result is not None else None,
+            output_tokens=result.output_tokens if result is not None else 0,
+        ),
+    )
     return status

@@ -37,7 +37,8 @@ from genq.store import JobStore
 from worker import warmup
 from worker.clock import process_age_s
 from worker.engine import Engine, EngineFailed, cache_env
-from worker.runner import REQUEUE, RunningJob, RunOptions, run_job
+from worker.metrics import WorkerMetrics
+from worker.runner import REQUEUE, JobEnd, RunningJob, RunOptions, run_job
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class WorkerRuntime:
         name: str,
         engine: Engine,
         resend: Callable[[JobPayload], None],
+        metrics: WorkerMetrics | None = None,
     ):
         self.settings = settings
         self.name = name
@@ -75,20 +77,27 @@ class WorkerRuntime:
             lease_s=settings.lease_s,
             max_job_s=settings.max_job_seconds,
             max_attempts=settings.max_attempts,
+            on_end=self._job_ended,
         )
+        self._metrics = metrics
         self._redis: Redis | None = None
         self._store: JobStore | None = None
         self._background: list[concurrent.futures.Future[None]] = []
-        # Jobs running now (touched on the engine loop only), and when recent jobs finished.
+        # Jobs running now (touched on the engine loop only), and when recent jobs ended here
+        # with how many tokens each made: (monotonic time, output tokens).
         self.running: dict[str, RunningJob] = {}
-        self._finished: deque[float] = deque()
+        self._finished: deque[tuple[float, int]] = deque()
         self._started = time.monotonic()
 
     # -- start-up ---------------------------------------------------------------------------
 
     @classmethod
     def start(
-        cls, settings: WorkerSettings, name: str, resend: Callable[[JobPayload], None]
+        cls,
+        settings: WorkerSettings,
+        name: str,
+        resend: Callable[[JobPayload], None],
+        metrics: WorkerMetrics | None = None,
     ) -> WorkerRuntime:
         t0 = time.perf_counter()
         # Interpreter start, imports of genq and Celery, Celery's own set-up.
@@ -96,12 +105,17 @@ class WorkerRuntime:
         use_cache_dir(settings)
         model = settings.model or str(prepare_default_model(settings.cache_dir))
         t_model = time.perf_counter() - t0
-        engine = Engine(model, settings.engine_args, max_num_seqs=settings.worker_concurrency)
+        engine = Engine(
+            model,
+            settings.engine_args,
+            max_num_seqs=settings.worker_concurrency,
+            on_stats=metrics.engine_stats if metrics is not None else None,
+        )
         phases = engine.start()
 
         t1 = time.perf_counter()
         steps = warmup.plan(settings.warmup, default_batch=settings.worker_concurrency)
-        runtime = cls(settings, name, engine, resend)
+        runtime = cls(settings, name, engine, resend, metrics)
         try:
             warmed = engine.submit(warmup.run(engine, steps)).result()
             # Every job talks to Redis from the engine loop: open as many connections as jobs
@@ -167,7 +181,6 @@ class WorkerRuntime:
             ).result()
         except EngineFailed as exc:
             self.die(f"the engine died while running job {job.id}: {exc}")
-        self._finished.append(time.monotonic())
         return {"id": job.id, "status": status.value}
 
     def requeue_running(self) -> None:
@@ -195,11 +208,19 @@ class WorkerRuntime:
         logging.shutdown()
         os._exit(EXIT_ENGINE_DEAD)
 
-    def _jobs_per_s(self, window_s: float = 60.0) -> float:
+    def _job_ended(self, ended: JobEnd) -> None:
+        self._finished.append((time.monotonic(), ended.output_tokens))
+        if self._metrics is not None:
+            self._metrics.job_ended(ended)
+
+    def _rates(self, window_s: float = 60.0) -> tuple[float, float]:
+        """Jobs and output tokens per second that ended here over the last ``window_s``."""
         now = time.monotonic()
-        while self._finished and self._finished[0] < now - window_s:
+        while self._finished and self._finished[0][0] < now - window_s:
             self._finished.popleft()
-        return round(len(self._finished) / min(window_s, max(1.0, now - self._started)), 3)
+        seconds = min(window_s, max(1.0, now - self._started))
+        tokens = sum(t for _, t in self._finished)
+        return round(len(self._finished) / seconds, 3), round(tokens / seconds, 2)
 
     # -- presence -----------------------------------------------------------------------------
 
@@ -216,7 +237,7 @@ class WorkerRuntime:
         self.info.heartbeat_at = time.time()
         self.info.jobs_running = len(self.running)
         self.info.engine_requests = self.engine.unfinished_requests()
-        self.info.jobs_per_s = self._jobs_per_s()
+        self.info.jobs_per_s, self.info.tokens_per_s = self._rates()
         self.info.first_job_at = self.options.first_batch.first_started_at
         ttl = max(1, int(self.settings.heartbeat_s * 3))
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -279,10 +300,15 @@ _runtime: WorkerRuntime | None = None
 _startup_error: BaseException | None = None
 
 
-def start(settings: WorkerSettings, name: str, resend: Callable[[JobPayload], None]) -> None:
+def start(
+    settings: WorkerSettings,
+    name: str,
+    resend: Callable[[JobPayload], None],
+    metrics: WorkerMetrics | None = None,
+) -> None:
     global _runtime, _startup_error  # noqa: PLW0603 - one engine per process, by design
     try:
-        _runtime = WorkerRuntime.start(settings, name, resend)
+        _runtime = WorkerRuntime.start(settings, name, resend, metrics)
     except BaseException as exc:  # noqa: BLE001 - re-raised by current() in the pool
         log.exception("worker start-up failed")
         _startup_error = exc

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from api.waiter import JobWaiter
@@ -19,7 +20,8 @@ from genq.constants import QUEUED_COUNT
 from genq.redis_server import EmbeddedRedis
 from genq.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus
 from genq.store import JobStore, QueueFull, TransitionRefused
-from worker.engine import GenerationResult, InvalidInput, Progress
+from worker.engine import EngineStats, GenerationResult, InvalidInput, Progress
+from worker.metrics import WorkerMetrics
 from worker.runner import RunningJob, RunOptions, run_job
 
 T = TypeVar("T")
@@ -347,3 +349,42 @@ def test_jobs_started_before_the_first_one_ended_are_marked_first_batch(with_sto
     records = with_store(scenario)
     assert [r.metrics.first_batch for r in records] == [True, True, False]
     assert all(r.status is JobStatus.SUCCEEDED for r in records)
+
+
+# -- the worker's job metrics (worker.metrics), fed by the runner ----------------------------
+
+
+def test_jobs_count_once_by_status_with_their_latencies_and_tokens(with_store) -> None:
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    options = RunOptions("w1", on_end=metrics.job_ended)
+
+    async def scenario(store: JobStore, _: Redis) -> None:
+        ok = await queued(store, "ok")
+        assert await run_job(ok, store, FakeEngine(), options) is JobStatus.SUCCEEDED
+        await run_job(ok, store, FakeEngine(), RunOptions("w2", on_end=metrics.job_ended))
+        bad = await queued(store, "bad")
+        assert await run_job(bad, store, FakeEngine(InvalidInput("no")), options) is (
+            JobStatus.FAILED
+        )
+
+    with_store(scenario)
+    value = registry.get_sample_value
+    assert value("genq_jobs_total", {"status": "succeeded"}) == 1
+    assert value("genq_jobs_total", {"status": "failed"}) == 1
+    assert value("genq_jobs_total", {"status": "canceled"}) == 0
+    assert value("genq_queue_wait_seconds_count") == 2
+    assert value("genq_job_duration_seconds_count") == 2
+    assert value("genq_time_to_first_token_seconds_count") == 1  # the failed job had no token
+    assert value("genq_time_to_first_token_seconds_sum") == 0.002
+    assert value("genq_output_tokens_total") == 4
+
+
+def test_engine_stats_set_the_engine_gauges() -> None:
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    metrics.engine_stats(EngineStats(running=3, waiting=2, kv_cache_usage=0.25))
+    metrics.engine_stats(EngineStats(running=1, waiting=0, kv_cache_usage=None))
+    assert registry.get_sample_value("genq_engine_running_requests") == 1
+    assert registry.get_sample_value("genq_engine_waiting_requests") == 0
+    assert registry.get_sample_value("genq_kv_cache_usage_ratio") == 0.25  # kept when unknown

@@ -1,0 +1,19 @@
+"""``GET /metrics``: Prometheus text (api.metrics says what is there)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from api import metrics
+from api.deps import ServicesDep
+from genq.constants import WEBHOOK_QUEUE
+
+router = APIRouter(tags=["metrics"])
+
+
+@router.get("/metrics", include_in_schema=False)
+async def prometheus_metrics(svc: ServicesDep) -> Response:
+    queues = list(dict.fromkeys([svc.settings.queue, WEBHOOK_QUEUE]))
+    body = await metrics.exposition(svc.redis, queues)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
