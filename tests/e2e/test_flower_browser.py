@@ -138,7 +138,6 @@ def test_flower_shows_warm_workers_and_readable_jobs(stack: Stack, flower: Flowe
     assert httpx.get(f"{flower.url}/").status_code == 401  # basic auth...
     assert httpx.get(f"{flower.url}/api/tasks").status_code == 401
     assert httpx.get(f"{flower.url}/metrics").status_code == 200  # ...but not for Prometheus
-    assert flower.dashboard_workers() == set()
 
     name = f"genq-flower-{os.getpid()}@localhost"
     seen = _watch_a_worker_warm_up(stack, flower, name)
