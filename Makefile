@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.genq-installed
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 WORKER_EXTRA := $(if $(HAS_GPU),worker-gpu,worker-cpu)
 
-.PHONY: install model compose-cli run test test-fast lint bench bench-api clean
+.PHONY: install model compose-cli browser run test test-fast lint bench bench-api clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,15 @@ compose-cli:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	    docker-compose >/dev/null; } || \
 	echo "no compose CLI: tests/fast/test_compose.py skips its docker-compose.yml config check"
+
+# tests/e2e/test_flower_browser.py drives Debian's chromium (/usr/bin/chromium) with Playwright's
+# Python package (the test extra; no browser download). As root with apt (CI runs it), this
+# installs it; elsewhere, or if that fails, that test is skipped.
+browser:
+	@test -x /usr/bin/chromium || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	echo "no /usr/bin/chromium: tests/e2e/test_flower_browser.py is skipped"
 
 run: model
 	exec $(BIN)/genq up

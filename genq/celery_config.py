@@ -16,7 +16,7 @@ from genq.constants import TASK_GENERATE
 from genq.schemas import JobPayload
 from genq.settings import CommonSettings
 
-_ARGSREPR_CHARS = 80  # what Flower shows of a prompt
+_ARGSREPR_PROMPT_CHARS = 40  # what Flower shows of a prompt
 
 # Redis hands an unacknowledged message back only after this long; it must exceed the longest job
 # or long jobs run twice (see the reliability notes in README).
@@ -57,14 +57,23 @@ RETRY_ON_REDIS_ERRORS = {
 }
 
 
-def run_worker(app: Celery, hostname: str, queue: str, log_level: str) -> int:
-    """Run a Celery worker of ``app`` on ``queue`` in this process; returns its exit code
-    (``app.worker_main`` and ``app.start`` drop it, and a supervisor must see a failed start)."""
+def run_celery(app: Celery, args: list[str]) -> int:
+    """Run a ``celery`` subcommand (``worker``, ``flower``) of ``app`` in this process; returns
+    its exit code (``app.worker_main`` and ``app.start`` drop it, and a supervisor must see a
+    failed start). Nothing of the configuration, the broker URL included, is on the command
+    line, where ``ps`` would show it."""
     from celery.bin.celery import celery as celery_command  # noqa: PLC0415
 
     celery_command.params[0].default = app  # what app.start() does
-    code = celery_command.main(
-        args=[
+    code = celery_command.main(args=args, standalone_mode=False)
+    return code if isinstance(code, int) else 0
+
+
+def run_worker(app: Celery, hostname: str, queue: str, log_level: str) -> int:
+    """Run a Celery worker of ``app`` on ``queue`` in this process; returns its exit code."""
+    return run_celery(
+        app,
+        [
             "worker",
             f"--hostname={hostname}",
             f"--queues={queue}",
@@ -72,9 +81,7 @@ def run_worker(app: Celery, hostname: str, queue: str, log_level: str) -> int:
             "--without-gossip",
             "--without-mingle",
         ],
-        standalone_mode=False,
     )
-    return code if isinstance(code, int) else 0
 
 
 def make_celery(settings: CommonSettings, main: str) -> Celery:
@@ -83,11 +90,22 @@ def make_celery(settings: CommonSettings, main: str) -> Celery:
     return app
 
 
-def _argsrepr(payload: JobPayload) -> str:
+def job_argsrepr(payload: JobPayload) -> str:
+    """What Flower shows as a job's arguments: its id cut short, the prompt
+    (of a chat: its last message) cut to ~40 characters, and ``max_tokens``. Nothing else of the
+    payload: the webhook URL may carry a token, the metadata anything.
+
+    ``job 1a2b3c4d… "What is the capital of France?" (max_tokens 64)``
+    """
     job = payload.input
-    text = job.prompt if job.prompt is not None else job.messages[-1].content
-    short = text if len(text) <= _ARGSREPR_CHARS else text[: _ARGSREPR_CHARS - 1] + "…"
-    return repr(short)
+    if job.messages is not None:
+        text, what = job.messages[-1].content, f"chat of {len(job.messages)}, last "
+    else:
+        text, what = job.prompt or "", ""
+    if len(text) > _ARGSREPR_PROMPT_CHARS:
+        text = text[: _ARGSREPR_PROMPT_CHARS - 1] + "…"
+    quoted = json.dumps(text, ensure_ascii=False)  # quotes, newlines shown as \n
+    return f"job {payload.id[:8]}… {what}{quoted} (max_tokens {job.sampling.max_tokens})"
 
 
 def celery_message(
@@ -135,18 +153,18 @@ def task_message(celery: Celery, payload: JobPayload, queue: str) -> str:
         payload.id,
         [payload.model_dump(mode="json")],
         queue,
-        _argsrepr(payload),
+        job_argsrepr(payload),
     )
 
 
 def send_job(celery: Celery, payload: JobPayload, queue: str) -> None:
-    """Put a job's message on its queue (blocking: kombu). The task id is the job id, and Flower
-    shows the prompt cut short, never more."""
+    """Put a job's message on its queue (blocking: kombu): the janitor's resend. The task id is
+    the job id, and Flower shows :func:`job_argsrepr`, never more."""
     celery.send_task(
         TASK_GENERATE,
         args=[payload.model_dump(mode="json")],
         task_id=payload.id,
         queue=queue,
-        argsrepr=_argsrepr(payload),
+        argsrepr=job_argsrepr(payload),
         kwargsrepr="{}",
     )

@@ -96,21 +96,45 @@ def cmd_webhooks(_: argparse.Namespace) -> int:
     return main()
 
 
-def cmd_flower(_: argparse.Namespace) -> int:
-    settings = FlowerSettings()
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        f"--broker={settings.broker_url()}",
+# Flower's tasks page with the arguments (genq's are readable: genq.celery_config.job_argsrepr).
+# A default: Flower's own FLOWER_TASKS_COLUMNS wins.
+FLOWER_TASKS_COLUMNS = "name,uuid,state,args,received,started,runtime,worker"
+
+
+def flower_args(settings: FlowerSettings) -> list[str]:
+    """``celery flower`` arguments for these settings. Refuses (RuntimeError) to run Flower
+    without a password outside dev."""
+    settings.check_flower_auth()
+    args = [
         "flower",
         f"--address={settings.flower_host}",
         f"--port={settings.flower_port}",
+        f"--persistent={settings.flower_persistent}",
     ]
+    if settings.flower_persistent:
+        args.append(f"--db={settings.flower_db_path()}")
     if settings.flower_basic_auth is not None:
-        argv.append(f"--basic-auth={settings.flower_basic_auth.get_secret_value()}")
-    os.execv(sys.executable, argv)
-    return 0  # not reached
+        args.append(f"--basic-auth={settings.flower_basic_auth.get_secret_value()}")
+    return args
+
+
+def cmd_flower(_: argparse.Namespace) -> int:
+    settings = FlowerSettings()
+    _logging(settings.log_level)
+    try:
+        args = flower_args(settings)
+        settings.broker_url()
+    except RuntimeError as exc:
+        print(f"genq flower: {exc}", file=sys.stderr)
+        return 2
+    if settings.flower_persistent:
+        settings.flower_db_path().parent.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("FLOWER_TASKS_COLUMNS", FLOWER_TASKS_COLUMNS)
+    from genq.celery_config import make_celery, run_celery  # noqa: PLC0415
+
+    # In this process, on genq's own Celery configuration: neither the broker URL nor the
+    # password appears on a command line.
+    return run_celery(make_celery(settings, "genq-flower"), args)
 
 
 def cmd_model(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -20,6 +20,7 @@ from pydantic import (
     SecretStr,
     field_validator,
 )
+from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from genq.constants import DEFAULT_QUEUE
@@ -33,13 +34,29 @@ def _none_if_empty(value: Any) -> Any:
     return None if value == "" else value
 
 
+def _default_if_empty(value: Any) -> Any:
+    """An environment variable set to "" means unset: the field's default."""
+    if value == "":
+        raise PydanticUseDefault()
+    return value
+
+
 def _xdg(var: str, fallback: str) -> Path:
     return Path(os.environ.get(var) or Path.home() / fallback) / "genq"
+
+
+Environment = Literal["dev", "prod"]
 
 
 class CommonSettings(BaseSettings):
     # GENQ_WARMUP='{"batch": 8}' sets a nested model whole; GENQ_WARMUP__BATCH=8 sets one field.
     model_config = SettingsConfigDict(env_prefix="GENQ_", env_nested_delimiter="__", extra="ignore")
+
+    # GENQ_ENV: "prod" unless said otherwise, so that a forgotten variable fails closed (Flower
+    # refuses to start without a password); `genq up`, the dev stack, sets "dev" for its roles.
+    env: Environment = "prod"
+
+    _env_empty_is_unset = field_validator("env", mode="before")(_default_if_empty)
 
     # Unset means: `genq up` starts an embedded Redis; the other roles refuse to start.
     redis_url: RedisDsn | None = Field(
@@ -189,15 +206,44 @@ class WebhookSettings(CommonSettings):
 
 
 class FlowerSettings(CommonSettings):
+    """`genq flower`. Flower's own ``FLOWER_<option>`` variables still reach Flower, except the
+    options set here, which `genq flower` passes as flags."""
+
     flower_host: str = "127.0.0.1"
     flower_port: int = 5555
-    flower_basic_auth: SecretStr | None = None  # "user:password[,user2:password2]"
+    # "user:password[,user2:password2]". Required unless GENQ_ENV=dev.
+    flower_basic_auth: SecretStr | None = None
+    # Flower's task history, kept across restarts. Flower's own FLOWER_PERSISTENT and FLOWER_DB
+    # are read too (compose and ops/k8s set those), so the flags and they cannot disagree.
+    flower_persistent: bool = Field(
+        True, validation_alias=AliasChoices("GENQ_FLOWER_PERSISTENT", "FLOWER_PERSISTENT")
+    )
+    flower_db: Path | None = Field(
+        None, validation_alias=AliasChoices("GENQ_FLOWER_DB", "FLOWER_DB")
+    )
 
-    _empty_is_unset = field_validator("flower_basic_auth", mode="before")(_none_if_empty)
+    _empty_is_unset = field_validator("flower_basic_auth", "flower_db", mode="before")(
+        _none_if_empty
+    )
+
+    def flower_db_path(self) -> Path:
+        """Unset: ``<GENQ_DATA_DIR>/flower/flower.db``."""
+        return self.flower_db or self.data_dir / "flower" / "flower.db"
+
+    def check_flower_auth(self) -> None:
+        """Flower shows every task and can stop workers: outside dev it needs a password."""
+        if self.flower_basic_auth is None and self.env != "dev":
+            raise RuntimeError(
+                "Flower needs a password outside dev: set GENQ_FLOWER_BASIC_AUTH=user:password "
+                "(or GENQ_ENV=dev on a machine of your own; `genq up` does)"
+            )
 
 
 class UpSettings(ApiSettings, FlowerSettings):
-    """`genq up` starts every role, so it reads every role's ports."""
+    """`genq up` starts every role, so it reads every role's ports. It is the dev stack: its
+    roles run with GENQ_ENV=dev unless GENQ_ENV says otherwise."""
+
+    env: Environment = "dev"
 
 
 @lru_cache

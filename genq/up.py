@@ -93,6 +93,7 @@ def run(settings: UpSettings) -> int:
     children: list[Child] = []
     try:
         env = dict(os.environ)
+        env["GENQ_ENV"] = settings.env  # dev, unless GENQ_ENV says otherwise
         if settings.redis_url is None:
             redis = EmbeddedRedis(settings.data_dir).start()
             env["REDIS_URL"] = redis.url

@@ -10,13 +10,16 @@ import time
 
 import pytest
 import redis
+from celery import Celery
 
-from genq.celery_config import make_celery, send_job, task_message
+from genq.celery_config import job_argsrepr, make_celery, send_job, task_message
 from genq.redis_server import EmbeddedRedis
-from genq.schemas import JobInput, JobPayload
+from genq.schemas import JobCreate, JobInput, JobPayload
 from genq.settings import CommonSettings
 
 # Per message or per process, so they differ between the two; everything else must match.
+# send_task also copies argsrepr/kwargsrepr into the properties (kombu passes extra publish
+# options on); the worker, and Flower through it, read them from the headers, compared below.
 _VARYING_PROPERTIES = {"delivery_tag", "reply_to", "argsrepr", "kwargsrepr"}
 
 
@@ -54,5 +57,58 @@ def test_task_message_is_what_send_task_pushes(
     strip = lambda props: {k: v for k, v in props.items() if k not in _VARYING_PROPERTIES}  # noqa: E731
     assert strip(ours["properties"]) == strip(sent["properties"])
     assert ours["properties"]["delivery_tag"] != sent["properties"]["delivery_tag"]
-    # Flower shows the prompt cut short.
-    assert ours["headers"]["argsrepr"].endswith("…'")
+    # What Flower shows, the same both ways (the janitor resends with send_job).
+    assert ours["headers"]["argsrepr"] == sent["headers"]["argsrepr"] == job_argsrepr(payload)
+    assert (
+        ours["headers"]["argsrepr"]
+        == 'job 0123abcd… "Ünïcode and a long prompt Ünïcode and a…" (max_tokens 7)'
+    )
+    assert ours["headers"]["kwargsrepr"] == sent["headers"]["kwargsrepr"] == "{}"
+
+
+def _offline_celery() -> Celery:
+    """Building a message needs only the app's configuration: no broker is contacted."""
+    return make_celery(CommonSettings(redis_url="redis://127.0.0.1:1/0"), "repr-test")
+
+
+def _payload(**body: object) -> JobPayload:
+    job = JobCreate.model_validate(body)
+    return JobPayload(
+        id="1a2b3c4d5e6f4a5b8c9d0e1f2a3b4c5d",
+        input=job.to_input(),
+        created_at=time.time(),
+        webhook=job.webhook_spec(),
+    )
+
+
+def test_flower_shows_a_short_prompt_and_nothing_else_of_the_job() -> None:
+    secret_url = "https://hooks.example.com/genq?token=s3cr3t-t0k3n"
+    payload = _payload(
+        prompt="What is the capital of France? Answer in one word, then explain why.",
+        max_tokens=64,
+        webhook=secret_url,
+        metadata={"customer": "ACME-secret-account"},
+    )
+    shown = job_argsrepr(payload)
+    assert shown == 'job 1a2b3c4d… "What is the capital of France? Answer i…" (max_tokens 64)'
+    assert len(shown.split('"')[1]) == 40
+    for hidden in (secret_url, "s3cr3t", "hooks.example.com", "ACME", payload.id):
+        assert hidden not in shown
+    # The message itself carries the payload (the worker needs it); Flower is shown argsrepr.
+    headers = json.loads(task_message(_offline_celery(), payload, "q"))["headers"]
+    assert headers["argsrepr"] == shown and "s3cr3t" not in headers["argsrepr"]
+
+
+def test_a_short_prompt_is_whole_and_a_chat_shows_its_last_message() -> None:
+    assert job_argsrepr(_payload(prompt='Hi\n"there"', max_tokens=8)) == (
+        'job 1a2b3c4d… "Hi\\n\\"there\\"" (max_tokens 8)'
+    )
+    chat = _payload(
+        messages=[
+            {"role": "system", "content": "You answer with one word."},
+            {"role": "user", "content": "What is the capital of France?"},
+        ]
+    )
+    assert job_argsrepr(chat) == (
+        'job 1a2b3c4d… chat of 2, last "What is the capital of France?" (max_tokens 512)'
+    )
