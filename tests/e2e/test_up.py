@@ -140,6 +140,12 @@ def test_up_serves_restarts_a_dead_worker_and_ctrl_c_leaves_nothing_behind(tmp_p
         assert up.wait(60) == 0
     finally:
         if up.poll() is None:
+            # A failed run: each role has a process group of its own, so kill them one by one.
+            for child in psutil.Process(up.pid).children(recursive=True):
+                try:
+                    child.kill()
+                except psutil.NoSuchProcess:
+                    pass
             os.killpg(up.pid, signal.SIGKILL)
             up.wait()
         reader.join(10)  # EOF once every process that shared the pipe has exited
