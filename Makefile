@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.genq-installed
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 WORKER_EXTRA := $(if $(HAS_GPU),worker-gpu,worker-cpu)
 
-.PHONY: install model compose-cli browser run test test-fast lint bench bench-api clean
+.PHONY: install model compose-cli browser prometheus run test test-fast lint bench bench-api clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,22 @@ browser:
 	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	echo "no /usr/bin/chromium: tests/e2e/test_flower_browser.py is skipped"
+
+# tests/e2e/test_dashboard_prometheus.py runs Debian's Prometheus server (/usr/bin/prometheus) on
+# a free port against the test stack, and promtool on ops/prometheus/prometheus.yml. As root with
+# apt (CI runs it), this installs it, with the package's system service kept from starting: a
+# policy-rc.d that refuses every start (unless the machine has one already, as Docker images do),
+# removed afterwards, and the unit disabled for the next boot. Elsewhere, or if that fails, that
+# test is skipped.
+prometheus:
+	@test -x /usr/bin/prometheus || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
+	  { [ -e /usr/sbin/policy-rc.d ] || { trap 'rm -f /usr/sbin/policy-rc.d' EXIT && \
+	    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; }; } && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    prometheus >/dev/null && \
+	  { ! command -v systemctl >/dev/null || systemctl disable -q prometheus 2>/dev/null || :; }; } || \
+	echo "no /usr/bin/prometheus: tests/e2e/test_dashboard_prometheus.py is skipped"
 
 run: model
 	exec $(BIN)/genq up

@@ -2,7 +2,8 @@
 
 - ``genq_api_jobs_submitted_total``: jobs accepted (new ones; an Idempotency-Key replay is not).
 - ``genq_api_jobs_rejected_total{reason}``: job submissions answered with an error, by the error
-  type of the body (``invalid_request``, ``request_entity_too_large``, ``overloaded``, ...).
+  type of the body (``invalid_request``, ``request_entity_too_large``, ``overloaded``, ...; these
+  from 0).
 - ``genq_api_request_duration_seconds{method,route,status}``: every request, by route template
   (``/v1/jobs/{job_id}``, never the raw path) and status class (``2xx``).
 - Read from Redis at scrape time: ``genq_queue_length{queue}`` (messages in each Celery queue's
@@ -54,6 +55,17 @@ JOBS_REJECTED = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+# The reasons a submission is refused at the door, served from 0: a series that first appears at
+# 1 is a rise rate() never sees, so the first rejection of each would be missing from the
+# dashboard. (Other reasons, e.g. a failed job's type on /generate, appear when they happen.)
+for _reason in (
+    "invalid_request",
+    "request_entity_too_large",
+    "overloaded",
+    "idempotency_conflict",
+    "unavailable",
+):
+    JOBS_REJECTED.labels(_reason)
 REQUEST_SECONDS = Histogram(
     "genq_api_request_duration_seconds",
     "Seconds the API took to answer, by route template and status class",
