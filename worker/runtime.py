@@ -3,8 +3,10 @@
 Lifecycle (wired to Celery signals in ``worker.celery_app``):
 
 1. ``worker_process_init`` (sent by :class:`worker.pool.WarmThreadPool` before the consumer
-   connects): :func:`start` builds the engine and warms it with a real generation through
-   the job path. Until it returns, the worker receives no job.
+   connects): :func:`start` builds the engine, runs the warm-up policy on it
+   (``worker.warmup``), opens the Redis connections jobs will use and records the start-up by
+   phase. Until it returns, the worker receives no job; if a warm-up request fails, it never
+   does (the worker exits non-zero).
 2. ``worker_ready`` (the consumer is up): :meth:`WorkerRuntime.announce` publishes this worker
    as warm in Redis and keeps it fresh with a heartbeat; ``/readyz`` counts such workers.
 3. ``worker_shutdown``: :func:`stop` withdraws the worker and shuts the engine down.
