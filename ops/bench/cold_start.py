@@ -144,22 +144,13 @@ def run_bare(args: argparse.Namespace, engine_kwargs: dict, env: dict[str, str],
 def run_genq(args: argparse.Namespace, work: Path, env: dict[str, str]) -> dict:
     import httpx  # noqa: PLC0415
 
-    from ops.bench.bench import Stack  # noqa: PLC0415
+    from ops.bench.bench import Stack, wait_ok  # noqa: PLC0415
 
     spawned_at = time.time()
     stack = Stack(work, args.worker_concurrency, args.engine_args, extra_env=env)
     try:
         api = stack.url
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{api}/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"API did not start (logs in {work})")
-            time.sleep(0.1)
+        wait_ok(f"{api}/healthz", stack.procs, 60, f"the API (logs in {work})")
         early = httpx.post(f"{api}/v1/jobs", json=body_for(shapes(args)["short"][0], 10_000, args))
         early.raise_for_status()
         stack.wait_ready(args.ready_timeout_s)
