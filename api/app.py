@@ -14,9 +14,10 @@ from fastapi import FastAPI
 import genq
 from api.deps import Services
 from api.errors import install_error_handlers
+from api.job_stream import StreamReaders
 from api.limits import BodySizeLimit
 from api.request_metrics import RequestMetrics
-from api.routes import generate, health, jobs, metrics, queue, workers
+from api.routes import generate, health, jobs, metrics, queue, stream, workers
 from api.waiter import JobWaiter
 from genq.celery_config import make_celery
 from genq.redis_client import async_redis
@@ -32,7 +33,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     waiter = JobWaiter(redis, store)
     celery = make_celery(settings, "genq-api")
     allow = settings.webhook_allow_list()
-    app.state.services = Services(settings, redis, store, waiter, celery, allow)
+    stream_redis = async_redis(settings.broker_url(), max_connections=settings.max_streams)
+    readers = StreamReaders(stream_redis, settings.max_streams)
+    app.state.services = Services(settings, redis, store, waiter, celery, allow, readers)
     await waiter.start()
     # What the process made to start stays: keep the collector from walking it again and again
     # (as vLLM's own server does after start-up).
@@ -43,6 +46,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await waiter.stop()
         celery.close()
+        await stream_redis.aclose()
         await redis.aclose()
 
 
@@ -54,6 +58,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)  # added last: outermost, it sees BodySizeLimit's 413s
     install_error_handlers(app)
     app.include_router(jobs.router)
+    app.include_router(stream.router)
     app.include_router(generate.router)
     app.include_router(workers.router)
     app.include_router(queue.router)

@@ -15,6 +15,7 @@ from celery import Celery
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 
+from api.job_stream import StreamReaders
 from api.waiter import JobWaiter
 from genq.settings import ApiSettings
 from genq.ssrf import AllowList
@@ -29,6 +30,7 @@ class Services:
     waiter: JobWaiter
     celery: Celery  # builds task messages only; the API never connects it to the broker
     webhook_allow: AllowList
+    streams: StreamReaders  # output streams' readers, on a Redis pool of their own
 
 
 async def _services(request: Request) -> Services:

@@ -27,6 +27,12 @@ REQUEUED_KEY = KEY_PREFIX + "requeued:{job_id}"
 WORKERS_SET = KEY_PREFIX + "workers"
 WORKER_KEY = KEY_PREFIX + "worker:{name}"
 
+# A job's output as it is generated: a Redis stream beside its hash, kept as long as the job.
+# Entries: ``e=start a=<attempt>`` when a worker starts it (genq.store's claim), ``e=out i=<index>
+# t=<text delta> n=<output tokens so far>`` as it generates (worker.streams), ``e=end s=<status>``
+# when it ends (genq.store's terminal transition). Read by ``GET /v1/jobs/{id}/stream``.
+STREAM_KEY = KEY_PREFIX + "job:{job_id}:stream"
+
 # Webhook attempts of a job, oldest first: one JSON object per attempt, kept as long as the job.
 DELIVERIES_KEY = KEY_PREFIX + "job:{job_id}:deliveries"
 # Webhook deliveries waiting to be sent: a sorted set, score = when (unix seconds), member = the
@@ -58,3 +64,7 @@ def lease_key(job_id: str) -> str:
 
 def deliveries_key(job_id: str) -> str:
     return DELIVERIES_KEY.format(job_id=job_id)
+
+
+def stream_key(job_id: str) -> str:
+    return STREAM_KEY.format(job_id=job_id)

@@ -96,6 +96,9 @@ class ApiSettings(CommonSettings):
     max_body_bytes: int = Field(1 << 20, ge=1024)
     # How long POST /v1/jobs/{id}/cancel waits for a running job to stop before answering 202.
     cancel_wait_s: float = Field(10.0, ge=0)
+    # Output streams (GET /v1/jobs/{id}/stream, OpenAI stream: true) one API process serves at
+    # once, each on a Redis connection of its own; past it, 503 with Retry-After.
+    max_streams: int = Field(1000, ge=1, le=9000)
 
 
 def _default_warmup_sampling() -> list[SamplingOptions]:
@@ -162,6 +165,10 @@ class WorkerSettings(CommonSettings):
     shutdown_grace_s: float = Field(60.0, ge=0)
     # A job whose worker died this many times while running it is failed, not started again.
     max_attempts: int = Field(2, ge=1)
+    # Running jobs' new text goes to their output streams (GET /v1/jobs/{id}/stream, the partial
+    # output of GET /v1/jobs/{id}) this often, in one Redis round trip for all of them. 0: never
+    # (streams then carry only start and end).
+    stream_interval_s: float = Field(0.05, ge=0)
 
     @property
     def lease_s(self) -> float:

@@ -9,7 +9,9 @@ Every status change is one Lua script, so it is atomic and checked: a job moves 
 states the caller names (a canceled job is never started; a finished job is never finished twice),
 and reaching a terminal state publishes the job id on ``genq:jobs:done`` in the same step, and, when
 the job's webhook wants ``completed``, schedules that delivery (genq.webhooks) in the same step.
-The same scripts keep ``genq:jobs:queued``, the number of jobs waiting to start, exact.
+The same scripts keep ``genq:jobs:queued``, the number of jobs waiting to start, exact, and mark
+the job's output stream (genq.streams): a ``start`` entry when a worker claims it, an ``end``
+entry when it ends, so a stream reader learns both in order with the text between them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from genq import streams
 from genq.constants import (
     JOB_DONE_CHANNEL,
     KEY_PREFIX,
@@ -30,8 +33,9 @@ from genq.constants import (
     deliveries_key,
     job_key,
     lease_key,
+    stream_key,
 )
-from genq.schemas import JobRecord, JobStatus
+from genq.schemas import JobOutput, JobRecord, JobStatus
 from genq.webhooks import Delivery, completed_delivery
 
 _JSON_FIELDS = ("input", "output", "error", "metrics", "webhook_events_filter")
@@ -59,7 +63,7 @@ return {'created', ''}
 """
 
 # KEYS: the job hash, the queued counter, the processing set, the job's lease, the webhook
-# schedule. ARGV: allowed current statuses (space separated), new status, channel to publish the
+# schedule, the job's output stream. ARGV: allowed current statuses (space separated), new status, channel to publish the
 # job id on ('' for none), job id, TTL seconds ('' to keep), the worker that must own the job
 # ('' for any), the ``completed`` delivery to schedule if the job's webhook wants it ('' for
 # none), the time to schedule it at, then field/value pairs. Returns {1, previous status} when
@@ -80,7 +84,11 @@ if current == 'processing' and ARGV[2] ~= 'processing' then
   redis.call('DEL', KEYS[4])
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], unpack(ARGV, 9))
-if ARGV[5] ~= '' then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
+if ARGV[5] ~= '' then
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('XADD', KEYS[6], '*', 'e', 'end', 's', ARGV[2])
+  redis.call('EXPIRE', KEYS[6], ARGV[5])
+end
 if ARGV[7] ~= '' then
   local events = redis.call('HGET', KEYS[1], 'webhook_events_filter')
   if events and string.find(events, '"completed"', 1, true) then
@@ -92,8 +100,8 @@ return {1, current}
 """
 
 # Claim a job for a worker: from "queued", or from "processing" whose lease lapsed (its worker
-# died). KEYS: the job hash, the queued counter, the processing set, the job's lease.
-# ARGV: worker, started_at, lease milliseconds, job id.
+# died). KEYS: the job hash, the queued counter, the processing set, the job's lease, the job's
+# output stream. ARGV: worker, started_at, lease milliseconds, job id, TTL seconds.
 # Returns {1, attempts} when claimed, {0, current status} when not.
 _CLAIM = """
 local current = redis.call('HGET', KEYS[1], 'status')
@@ -109,6 +117,8 @@ local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'status', 'processing', 'worker', ARGV[1], 'started_at', ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[4])
 redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[3])
+redis.call('XADD', KEYS[5], '*', 'e', 'start', 'a', attempts)
+redis.call('EXPIRE', KEYS[5], ARGV[5])
 return {1, attempts}
 """
 
@@ -230,7 +240,14 @@ class JobStore:
         deliveries = (
             await self.redis.lrange(deliveries_key(job_id), 0, -1) if "webhook" in raw else []
         )
-        return decode_record(raw, deliveries)
+        record = decode_record(raw, deliveries)
+        if record.status is JobStatus.PROCESSING:
+            # The output so far, from its stream (the record holds the output once it ends).
+            entries = await self.redis.xrange(stream_key(job_id))
+            if (so_far := streams.partial(fields for _, fields in entries)) is not None:
+                record.output = JobOutput(text=so_far[0])
+                record.metrics.output_tokens = so_far[1]
+        return record
 
     async def transition(
         self,
@@ -254,6 +271,7 @@ class JobStore:
                 PROCESSING_SET,
                 lease_key(job_id),
                 WEBHOOK_SCHEDULE,
+                stream_key(job_id),
             ],
             args=[
                 " ".join(s.value for s in allowed_from),
@@ -281,8 +299,14 @@ class JobStore:
         """Take a job to run: returns how many times it has been started, this time included.
         Raises :class:`TransitionRefused` if it is not queued, nor processing with a lapsed lease."""
         claimed, value = await self._claim(
-            keys=[job_key(job_id), QUEUED_COUNT, PROCESSING_SET, lease_key(job_id)],
-            args=[worker, started_at, int(lease_s * 1000), job_id],
+            keys=[
+                job_key(job_id),
+                QUEUED_COUNT,
+                PROCESSING_SET,
+                lease_key(job_id),
+                stream_key(job_id),
+            ],
+            args=[worker, started_at, int(lease_s * 1000), job_id, self.ttl_s],
         )
         if not int(claimed):
             raise TransitionRefused(job_id, value or None)

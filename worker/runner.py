@@ -9,6 +9,9 @@ Webhooks: a job that wants ``start`` has it scheduled once claimed; one that wan
 its partial output written to its record and an ``output`` event scheduled at most every
 ``OUTPUT_EVENT_INTERVAL_S`` while it generates (both best-effort); ``completed`` is scheduled by
 the terminal transition itself (genq.store). The webhooks process sends them (worker.webhooks).
+
+Streams: while it generates, a job's text goes to its output stream (worker.streams), flushed
+whole before its terminal transition marks the stream's end.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from genq.schemas import JobError, JobInput, JobMetrics, JobOutput, JobPayload, 
 from genq.store import JobStore, TransitionRefused
 from genq.webhooks import OUTPUT_EVENT_INTERVAL_S, Delivery, webhook_id
 from worker.engine import EngineFailed, GenerationResult, InvalidInput, Progress
+from worker.streams import OutputStreams
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +115,8 @@ class RunOptions:
     first_batch: FirstBatch = field(default_factory=FirstBatch)
     # Told of each job that ends here, once its record says so (on the engine loop).
     on_end: Callable[[JobEnd], None] | None = None
+    # Publishes running jobs' text to their output streams (None: only start and end are).
+    streams: OutputStreams | None = None
 
 
 async def run_job(
@@ -138,6 +144,8 @@ async def run_job(
     finally:
         if entry.claimed:
             options.first_batch.open = False
+        if options.streams is not None:
+            options.streams.forget(payload.id)
         running.pop(payload.id, None)
         if timer is not None:
             timer.cancel()
@@ -202,6 +210,8 @@ async def _run(
             JobError(type=entry.cancel_reason, message=_why(entry, ran=False)),
         )
     entry.task = asyncio.ensure_future(engine.generate(payload.id, payload.input, entry.progress))
+    if options.streams is not None:
+        options.streams.watch(payload.id, entry.progress)
     streamer = None
     if payload.wants("output"):
         streamer = asyncio.ensure_future(
@@ -316,6 +326,8 @@ async def _end(
         ).model_dump()
     if error is not None:
         fields["error"] = error.model_dump()
+    if options.streams is not None:
+        await options.streams.close(payload.id)  # all of its text, before the stream's end
     try:
         await store.transition(
             payload.id, [JobStatus.PROCESSING], status, fields, owner=options.worker

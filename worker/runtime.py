@@ -41,6 +41,7 @@ from worker.clock import process_age_s
 from worker.engine import Engine, EngineFailed, cache_env
 from worker.metrics import WorkerMetrics
 from worker.runner import REQUEUE, JobEnd, RunningJob, RunOptions, run_job
+from worker.streams import OutputStreams
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +154,16 @@ class WorkerRuntime:
         log.info("worker %s warm: %s", name, runtime.info.startup_s)
         listen = listen_forever(runtime._redis, CANCEL_CHANNEL, runtime._on_cancel)
         runtime._background.append(engine.submit(listen))
+        if runtime.options.streams is not None:
+            runtime._background.append(engine.submit(runtime.options.streams.run()))
         return runtime
 
     async def _connect(self, connections: int) -> None:
         # The Redis client belongs to the engine loop, like every job coroutine that uses it.
         self._redis = async_redis(self.settings.broker_url())
         self._store = JobStore(self._redis, self.settings.result_ttl_s)
+        if self.settings.stream_interval_s > 0:
+            self.options.streams = OutputStreams(self._redis, self.settings.stream_interval_s)
         try:
             await asyncio.gather(*(self._redis.ping() for _ in range(connections)))
         except Exception:  # noqa: BLE001 - Redis may be restarting: the pool fills on demand

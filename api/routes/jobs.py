@@ -31,6 +31,39 @@ router = APIRouter(prefix=PREFIX, tags=["jobs"])
 
 _ERRORS = {s: {"model": ErrorBody} for s in (400, 404, 409, 413, 422, 429, 503)}
 
+MAX_WAIT_S = 60  # the longest ``Prefer: wait`` (as Replicate's API)
+
+
+def prefer_wait(prefer: str | None) -> int | None:
+    """``Prefer: wait=N`` (RFC 7240; other preferences beside it are ignored) -> N seconds;
+    ``wait`` alone is the longest wait. None when the header asks for no wait."""
+    for preference in (prefer or "").split(","):
+        name, _, value = preference.strip().partition("=")
+        if name.strip().lower() != "wait":
+            continue
+        value = value.strip().strip('"')
+        if not value:
+            return MAX_WAIT_S
+        if not value.isdigit() or not 1 <= int(value) <= MAX_WAIT_S:
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"Prefer: wait={value} must be a whole number of seconds from 1 to {MAX_WAIT_S}",
+            )
+        return int(value)
+    return None
+
+
+async def waited(svc: ServicesDep, record: JobRecord, wait_s: int, response: Response) -> JobRecord:
+    """The job once terminal, or as it is after ``wait_s``."""
+    response.headers["Preference-Applied"] = f"wait={wait_s}"
+    if record.status.is_terminal():
+        return record
+    done = await svc.waiter.wait(record.id, wait_s)
+    if done is None:
+        raise ApiError(404, "not_found", f"job {record.id} expired while waited for")
+    return done
+
 
 def job_url(request: Request, job_id: str) -> str:
     # What request.url_for("get_job", ...) gives, without its search through every route.
@@ -52,10 +85,13 @@ async def create_job(
     svc: ServicesDep,
     idempotency_key: Annotated[str | None, Header()] = None,
     cancel_after: Annotated[float | None, Header(gt=0, le=MAX_DEADLINE_S)] = None,
+    prefer: Annotated[str | None, Header()] = None,
 ) -> JobPublic:
     """202 with a new job; 200 with the job an earlier request with the same
     ``Idempotency-Key`` and body created (409 if the body differs); 429 when the queue is full.
-    ``Cancel-After: <seconds>`` is the ``deadline_s`` field as a header."""
+    ``Cancel-After: <seconds>`` is the ``deadline_s`` field as a header. ``Prefer: wait=N``
+    (N ≤ 60) answers once the job is finished (200) or after N seconds (202)."""
+    wait_s = prefer_wait(prefer)
     if cancel_after is not None:
         if body.deadline_s is not None and body.deadline_s != cancel_after:
             raise ApiError(422, "invalid_request", "Cancel-After and deadline_s disagree")
@@ -65,9 +101,11 @@ async def create_job(
     record, new = await submit_job(
         svc, body.to_input(), idempotency, body.webhook_spec(), url_template
     )
+    if wait_s is not None:
+        record = await waited(svc, record, wait_s, response)
     job = public(request, record)
     response.headers["Location"] = job.urls.get
-    if not new:
+    if not new or record.status.is_terminal():
         response.status_code = status.HTTP_200_OK
     return job
 
@@ -131,8 +169,19 @@ async def redeliver_webhook(job_id: str, request: Request, svc: ServicesDep) -> 
 
 
 @router.get("/{job_id}", responses=_ERRORS)
-async def get_job(job_id: str, request: Request, svc: ServicesDep) -> JobPublic:
+async def get_job(
+    job_id: str,
+    request: Request,
+    response: Response,
+    svc: ServicesDep,
+    prefer: Annotated[str | None, Header()] = None,
+) -> JobPublic:
+    """The job; while it runs, ``output`` holds its text so far. ``Prefer: wait=N`` (N ≤ 60)
+    answers once it is finished or after N seconds, whichever is first."""
+    wait_s = prefer_wait(prefer)
     record = await svc.store.get(job_id)
     if record is None:
         raise ApiError(404, "not_found", f"no job with id {job_id!r} (unknown or expired)")
+    if wait_s is not None:
+        record = await waited(svc, record, wait_s, response)
     return public(request, record)

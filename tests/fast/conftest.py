@@ -3,12 +3,15 @@ see, or touch, the jobs these tests make."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from genq.redis_server import EmbeddedRedis
+from genq.store import JobStore
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +19,21 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
     server = EmbeddedRedis(Path(tmp_path_factory.mktemp("fast-redis"))).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def with_store(redis_server: EmbeddedRedis) -> Callable[..., object]:
+    """Run ``fn(store, redis)`` in a fresh event loop against a flushed Redis."""
+
+    def run(fn: Callable[[JobStore, Redis], Awaitable[object]]) -> object:
+        async def main() -> object:
+            redis = Redis.from_url(redis_server.url, decode_responses=True)
+            await redis.flushdb()
+            try:
+                return await fn(JobStore(redis, ttl_s=600), redis)
+            finally:
+                await redis.aclose()
+
+        return asyncio.run(main())
+
+    return run

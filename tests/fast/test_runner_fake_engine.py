@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
@@ -17,7 +16,6 @@ from redis.asyncio import Redis
 
 from api.waiter import JobWaiter
 from genq.constants import QUEUED_COUNT
-from genq.redis_server import EmbeddedRedis
 from genq.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus
 from genq.store import JobStore, QueueFull, TransitionRefused
 from worker.engine import EngineStats, GenerationResult, InvalidInput, Progress
@@ -57,24 +55,6 @@ class FakeEngine:
             ttft_s=0.002,
             generation_s=0.01,
         )
-
-
-@pytest.fixture
-def with_store(redis_server: EmbeddedRedis) -> Callable[..., T]:
-    """Run ``fn(store, redis)`` in a fresh event loop against a flushed Redis."""
-
-    def run(fn: Callable[[JobStore, Redis], Awaitable[T]]) -> T:
-        async def main() -> T:
-            redis = Redis.from_url(redis_server.url, decode_responses=True)
-            await redis.flushdb()
-            try:
-                return await fn(JobStore(redis, ttl_s=600), redis)
-            finally:
-                await redis.aclose()
-
-        return asyncio.run(main())
-
-    return run
 
 
 async def queued(store: JobStore, job_id: str = "job1") -> JobPayload:

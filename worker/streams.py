@@ -1,0 +1,93 @@
+"""Publishing running jobs' output: every ``interval_s``, one pipelined Redis round trip appends
+each running job's new text (since the last flush) to its stream (genq.streams).
+
+Batched on purpose: a worker at saturation makes thousands of tokens per second over hundreds of
+jobs; one ``XADD`` per job per interval, all in one pipeline, costs the engine's loop little and
+Redis one round trip. Readers (``GET /v1/jobs/{id}/stream``) follow the stream at their own pace:
+generation never waits for them. A job's last delta is flushed before its terminal transition
+writes the stream's ``end`` entry, so a reader sees all of the text, then the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from genq.constants import stream_key
+from genq.streams import output_fields
+from worker.engine import Progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Watched:
+    progress: Progress
+    sent_pieces: int = 0  # how many of progress.pieces are in the stream
+    index: int = 0  # the next output entry's index
+
+
+class OutputStreams:
+    """Runs on the engine loop (like every job), so ``watch``/``close`` need no locks of their
+    own; the flush lock only keeps two flushes' pipelines from overtaking each other."""
+
+    def __init__(self, redis: Redis, interval_s: float):
+        self.redis = redis
+        self.interval_s = interval_s
+        self._jobs: dict[str, _Watched] = {}
+        self._flush_lock = asyncio.Lock()
+
+    def watch(self, job_id: str, progress: Progress) -> None:
+        self._jobs[job_id] = _Watched(progress)
+
+    def forget(self, job_id: str) -> None:
+        """Stop publishing the job without flushing (it is handed back, not ended)."""
+        self._jobs.pop(job_id, None)
+
+    async def close(self, job_id: str) -> None:
+        """Flush the job's last text and stop publishing it (before its terminal transition)."""
+        if job_id not in self._jobs:
+            return
+        try:
+            await self._flush([job_id])
+        except Exception:  # noqa: BLE001 - the record still gets the whole text
+            log.warning("job %s: last output not published", job_id, exc_info=True)
+        finally:
+            self._jobs.pop(job_id, None)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self._flush(list(self._jobs))
+            except Exception:  # noqa: BLE001 - Redis restarting: the next flush sends it all
+                log.warning("output not published", exc_info=True)
+
+    async def _flush(self, job_ids: list[str]) -> None:
+        async with self._flush_lock:
+            pipe = self.redis.pipeline(transaction=False)
+            sent: list[tuple[_Watched, int]] = []
+            for job_id in job_ids:
+                job = self._jobs.get(job_id)
+                if job is None:
+                    continue
+                pieces = job.progress.pieces
+                upto = len(pieces)
+                text = "".join(pieces[job.sent_pieces : upto])
+                if not text:
+                    continue
+                pipe.xadd(
+                    stream_key(job_id),
+                    output_fields(job.index, text, job.progress.output_tokens),
+                )
+                sent.append((job, upto))
+            if not sent:
+                return
+            await pipe.execute()
+            # Only what Redis took counts as sent: a failed flush is sent again whole.
+            for job, upto in sent:
+                job.sent_pieces = upto
+                job.index += 1
