@@ -1,16 +1,16 @@
-"""The ``genq`` command: run the stack or one role of it, prepare the model, submit a job."""
+"""The ``genq`` command: run the stack or one role of it, prepare the model; submit, show and
+cancel jobs (genq.cli_jobs)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shutil
 import sys
 import tempfile
-import time
 
+from genq import cli_jobs
 from genq.settings import (
     ApiSettings,
     CommonSettings,
@@ -152,26 +152,6 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
-    import httpx  # noqa: PLC0415
-
-    base = args.url.rstrip("/")
-    body: dict[str, object] = {"prompt": args.prompt}
-    if args.max_tokens is not None:
-        body["max_tokens"] = args.max_tokens
-    with httpx.Client(timeout=30) as client:
-        response = client.post(f"{base}/v1/jobs", json=body)
-        if response.status_code >= 400:
-            print(response.text, file=sys.stderr)
-            return 1
-        job = response.json()
-        while args.wait and job["status"] in ("queued", "processing"):
-            time.sleep(0.25)
-            job = client.get(job["urls"]["get"]).json()
-    print(json.dumps(job, indent=2))
-    return 0 if job["status"] != "failed" else 1
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="genq", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -189,14 +169,7 @@ def parser() -> argparse.ArgumentParser:
     model = sub.add_parser("model", help="the default model")
     model.add_argument("action", choices=["prepare", "path"])
     model.set_defaults(fn=cmd_model)
-    submit = sub.add_parser("submit", help="submit a prompt as a job")
-    submit.add_argument("prompt")
-    submit.add_argument("--wait", action="store_true", help="poll until the job is finished")
-    submit.add_argument("--max-tokens", type=int)
-    submit.add_argument(
-        "--url", default=os.environ.get("GENQ_URL", "http://127.0.0.1:8000"), help="API base URL"
-    )
-    submit.set_defaults(fn=cmd_submit)
+    cli_jobs.add_commands(sub)  # submit, get, cancel
     return p
 
 
