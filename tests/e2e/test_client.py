@@ -31,6 +31,8 @@ pytestmark = pytest.mark.engine
 UNKNOWN_ID = "0123456789abcdef0123456789abcdef"
 # A job that runs far longer than any test waits for it (min_tokens: no early stop): each test
 # that starts one cancels it.
+# Some dozens of tokens, never none (a raw prompt may well end at once).
+STORY = {"prompt": "Once upon a time", "max_tokens": 48, "min_tokens": 32}
 LONG = {"prompt": "Tell me a very long story.", "max_tokens": 4000, "min_tokens": 4000}
 
 
@@ -87,10 +89,10 @@ def test_wait_with_a_timeout_shorter_than_the_job_then_cancel_it(client: Client)
 
 
 def test_stream_deltas_join_to_the_final_text(client: Client) -> None:
-    job = client.submit("Write a short poem about the sea.", max_tokens=48)
+    job = client.submit(**STORY)
     deltas = list(client.stream(job.id))
     final = client.get(job.id)
-    assert final.status is JobStatus.SUCCEEDED
+    assert final.status is JobStatus.SUCCEEDED, final
     assert len(deltas) > 1 and all(deltas)
     assert "".join(deltas) == final.output.text
 
@@ -107,7 +109,7 @@ def test_stream_deltas_join_to_the_final_text(client: Client) -> None:
 
 
 def test_a_stream_resumes_after_the_last_event_id(client: Client) -> None:
-    job = client.submit("Write a short poem about the moon.", max_tokens=48)
+    job = client.submit(**STORY)
     first: list[OutputEvent] = []
     for event in client.stream_events(job.id):
         if isinstance(event, OutputEvent):
@@ -147,7 +149,7 @@ def test_the_async_client(stack: Stack) -> None:
             )
             assert done.status is JobStatus.SUCCEEDED and done.output.text
 
-            job = await client.submit("Write a short poem about rain.", max_tokens=32)
+            job = await client.submit(**STORY)
             deltas = [d async for d in client.stream(job.id)]
             final = await client.wait(job.id, timeout=30)
             assert final.status is JobStatus.SUCCEEDED
@@ -212,7 +214,7 @@ def test_cli_submit_with_a_system_message_and_stream(stack: Stack, client: Clien
 
 
 def test_cli_stream_as_json_lines(stack: Stack) -> None:
-    done = genq(stack, "submit", "Count to ten.", "--stream", "--json", "--max-tokens", "24")
+    done = genq(stack, "submit", "Once upon a time", "--stream", "--json", "--max-tokens", "24")
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert events[0]["type"] == "start" and events[-1]["type"] == "completed"
