@@ -3,8 +3,9 @@
 What they print: the job as JSON where stdout is not a terminal (scripts, pipes: what ``genq
 submit`` always printed) or with ``--json``; for a person at a terminal (or with ``--text``) the
 job's text, or its id and status while it is not finished. ``--stream`` prints the text as it is
-generated (``--json``: each event as a JSON line). While the job waits for a worker, stderr shows
-how long (a spinner on a terminal, else one line). Errors go to stderr with the API's message.
+generated, wherever stdout goes (``--json``: each event as a JSON line). While the job waits for
+a worker, stderr shows how long (a spinner on a terminal, else one line). Errors go to stderr
+with the API's message.
 
 Exit status: 0 the job succeeded (or is accepted / still running, without ``--wait``; for
 ``cancel``: the cancel was accepted), 1 it failed or was canceled, or the request failed; 130
@@ -148,7 +149,7 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
         )
     job = client.submit(prompt, messages=messages, webhook=args.webhook, **sampling)
     if args.stream:
-        return follow(client, job, _as_json(args))
+        return follow(client, job, args.json)
     if args.wait:
         job = wait_for(client, job)
     return show(job, _as_json(args))
@@ -157,7 +158,7 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
 def cmd_get(client: Client, args: argparse.Namespace) -> int:
     job = client.get(args.id)
     if args.stream:
-        return follow(client, job, _as_json(args))
+        return follow(client, job, args.json)
     if args.wait:
         job = wait_for(client, job)
     return show(job, _as_json(args))

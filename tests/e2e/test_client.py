@@ -200,8 +200,7 @@ def test_cli_submit_with_a_system_message_and_stream(stack: Stack, client: Clien
         "What is the capital of France?",
         "--system",
         "You answer with one word.",
-        "--stream",
-        "--text",
+        "--stream",  # text, although stdout is a pipe
         "--max-tokens",
         "24",
     )
