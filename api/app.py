@@ -17,7 +17,7 @@ from api.errors import install_error_handlers
 from api.job_stream import StreamReaders
 from api.limits import BodySizeLimit
 from api.request_metrics import RequestMetrics
-from api.routes import generate, health, jobs, metrics, queue, stream, workers
+from api.routes import generate, health, jobs, metrics, openai, queue, stream, workers
 from api.waiter import JobWaiter
 from genq.celery_config import make_celery
 from genq.redis_client import async_redis
@@ -59,6 +59,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(jobs.router)
     app.include_router(stream.router)
+    app.include_router(openai.router)
     app.include_router(generate.router)
     app.include_router(workers.router)
     app.include_router(queue.router)
