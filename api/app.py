@@ -16,8 +16,9 @@ from api.deps import Services
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
 from api.request_metrics import RequestMetrics
-from api.routes import generate, health, jobs, metrics, queue, workers
+from api.routes import batches, generate, health, jobs, metrics, queue, workers
 from api.waiter import JobWaiter
+from genq.batch_store import BatchStore
 from genq.celery_config import make_celery
 from genq.redis_client import async_redis
 from genq.settings import ApiSettings, api_settings
@@ -32,7 +33,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     waiter = JobWaiter(redis, store)
     celery = make_celery(settings, "genq-api")
     allow = settings.webhook_allow_list()
-    app.state.services = Services(settings, redis, store, waiter, celery, allow)
+    batches = BatchStore(redis, settings.result_ttl_s)
+    app.state.services = Services(settings, redis, store, batches, waiter, celery, allow)
     await waiter.start()
     # What the process made to start stays: keep the collector from walking it again and again
     # (as vLLM's own server does after start-up).
@@ -54,6 +56,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)  # added last: outermost, it sees BodySizeLimit's 413s
     install_error_handlers(app)
     app.include_router(jobs.router)
+    app.include_router(batches.router)
     app.include_router(generate.router)
     app.include_router(workers.router)
     app.include_router(queue.router)

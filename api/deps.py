@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 
 from api.waiter import JobWaiter
+from genq.batch_store import BatchStore
 from genq.settings import ApiSettings
 from genq.ssrf import AllowList
 from genq.store import JobStore
@@ -26,6 +27,7 @@ class Services:
     settings: ApiSettings
     redis: Redis
     store: JobStore
+    batches: BatchStore
     waiter: JobWaiter
     celery: Celery  # builds task messages only; the API never connects it to the broker
     webhook_allow: AllowList

@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from genq.batches import MAX_BATCH_ITEMS_LIMIT
 from genq.constants import DEFAULT_QUEUE
 from genq.schemas import SamplingOptions
 from genq.ssrf import AllowList
@@ -96,6 +97,8 @@ class ApiSettings(CommonSettings):
     max_body_bytes: int = Field(1 << 20, ge=1024)
     # How long POST /v1/jobs/{id}/cancel waits for a running job to stop before answering 202.
     cancel_wait_s: float = Field(10.0, ge=0)
+    # The most items one POST /v1/batches may have (more: 422).
+    max_batch_items: int = Field(1000, ge=1, le=MAX_BATCH_ITEMS_LIMIT)
 
 
 def _default_warmup_sampling() -> list[SamplingOptions]:
