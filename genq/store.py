@@ -2,8 +2,8 @@
 move them through their states).
 
 One hash per job, ``genq:job:<id>``: ``status``, ``created_at``, ``started_at``, ``completed_at``,
-``worker``, ``webhook``, ``url`` and ``batch_id`` (a job of a batch) as plain strings; ``input``, ``output``, ``error``, ``metrics``
-and ``webhook_events_filter`` as JSON. Its webhook attempts are a list beside it,
+``worker``, ``webhook``, ``url`` and ``batch_id`` (a job of a batch) as plain strings; ``input``,
+``output``, ``error``, ``metrics`` and ``webhook_events_filter`` as JSON. Its webhook attempts are a list beside it,
 ``genq:job:<id>:deliveries`` (one JSON object each), read with the hash when it has a webhook.
 Every status change is one Lua script, so it is atomic and checked: a job moves only from the
 states the caller names (a canceled job is never started; a finished job is never finished twice),
@@ -92,14 +92,12 @@ end
 if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 -- batch: the last job of a batch to end sets its completed_at and schedules its webhook
 local batch = ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'batch_id')
-if batch and redis.call('EXISTS', '$BATCH_KEY_PREFIX' .. batch) == 1 then
-  local bkey = '$BATCH_KEY_PREFIX' .. batch
-  if redis.call('HINCRBY', bkey, 'pending', -1) == 0 then
-    redis.call('HSET', bkey, 'completed_at', ARGV[8])
-    redis.call('EXPIRE', bkey, ARGV[5])
-    local delivery = redis.call('HGET', bkey, 'delivery')
-    if delivery then redis.call('ZADD', KEYS[5], ARGV[8], delivery) end
-  end
+local bkey = batch and '$BATCH_KEY_PREFIX' .. batch
+if bkey and redis.call('EXISTS', bkey) == 1 and redis.call('HINCRBY', bkey, 'pending', -1) == 0 then
+  redis.call('HSET', bkey, 'completed_at', ARGV[8])
+  redis.call('EXPIRE', bkey, ARGV[5])
+  local delivery = redis.call('HGET', bkey, 'delivery')
+  if delivery then redis.call('ZADD', KEYS[5], ARGV[8], delivery) end
 end
 return {1, current}
 """.replace("$BATCH_KEY_PREFIX", BATCH_KEY_PREFIX)

@@ -317,5 +317,5 @@ def test_a_batch_of_1000_is_accepted_in_one_step_well_under_a_second(
     assert len(job_keys(sync_redis)) == 1000
     assert all(sync_redis.ttl(job_key(j["id"])) > 0 for j in response.json()["jobs"][:10])
     print(f"batch of 1000 accepted in {took * 1000:.0f} ms")
-    # Measured ~0.2 s on the 2-core dev machine; the bound leaves room for a busy one.
+    # Measured 0.16 s on the idle 2-core dev machine, ~0.4 s loaded 4x over: room for a busy one.
     assert took < 1.5, took
