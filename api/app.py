@@ -17,8 +17,9 @@ from api.errors import install_error_handlers
 from api.job_stream import StreamReaders
 from api.limits import BodySizeLimit
 from api.request_metrics import RequestMetrics
-from api.routes import generate, health, jobs, metrics, queue, stream, workers
+from api.routes import batches, generate, health, jobs, metrics, openai, queue, stream, workers
 from api.waiter import JobWaiter
+from genq.batch_store import BatchStore
 from genq.celery_config import make_celery
 from genq.redis_client import async_redis
 from genq.settings import ApiSettings, api_settings
@@ -33,9 +34,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     waiter = JobWaiter(redis, store)
     celery = make_celery(settings, "genq-api")
     allow = settings.webhook_allow_list()
+    batches = BatchStore(redis, settings.result_ttl_s)
     stream_redis = async_redis(settings.broker_url(), max_connections=settings.max_streams)
     readers = StreamReaders(stream_redis, settings.max_streams)
-    app.state.services = Services(settings, redis, store, waiter, celery, allow, readers)
+    app.state.services = Services(settings, redis, store, batches, waiter, celery, allow, readers)
     await waiter.start()
     # What the process made to start stays: keep the collector from walking it again and again
     # (as vLLM's own server does after start-up).
@@ -59,6 +61,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(jobs.router)
     app.include_router(stream.router)
+    app.include_router(batches.router)
+    app.include_router(openai.router)
     app.include_router(generate.router)
     app.include_router(workers.router)
     app.include_router(queue.router)

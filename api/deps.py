@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from api.job_stream import StreamReaders
 from api.waiter import JobWaiter
+from genq.batch_store import BatchStore
 from genq.settings import ApiSettings
 from genq.ssrf import AllowList
 from genq.store import JobStore
@@ -27,6 +28,7 @@ class Services:
     settings: ApiSettings
     redis: Redis
     store: JobStore
+    batches: BatchStore
     waiter: JobWaiter
     celery: Celery  # builds task messages only; the API never connects it to the broker
     webhook_allow: AllowList

@@ -15,7 +15,7 @@ from api import metrics
 from api.errors import status_type
 
 # (method, route template) of the routes that submit a job.
-SUBMIT_ROUTES = {("POST", "/v1/jobs"), ("POST", "/generate")}
+SUBMIT_ROUTES = {("POST", "/v1/jobs"), ("POST", "/v1/batches"), ("POST", "/generate")}
 UNMATCHED = "unmatched"  # any path no route takes (404s): one label, not one per path
 
 

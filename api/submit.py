@@ -33,16 +33,20 @@ def request_hash(body: JobCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def overloaded(store: JobStore, settings: ApiSettings, waiting: int) -> ApiError:
+async def overloaded(
+    store: JobStore, settings: ApiSettings, waiting: int, needed: int = 1
+) -> ApiError:
     # Retry-After: how long the workers need, at their rate of the last minute, to bring the queue
-    # back under the limit.
+    # down far enough for the ``needed`` jobs refused (a batch's, or one).
     rate = sum(w.jobs_per_s for w in await warm_workers(store.redis))
-    excess = waiting - settings.max_queued + 1
+    excess = waiting + needed - settings.max_queued
     retry_after = min(300, max(1, math.ceil(excess / rate))) if rate > 0 else 5
+    what = f"; a batch of {needed} does not fit" if needed > 1 else ""
     return ApiError(
         429,
         "overloaded",
-        f"{waiting} jobs are waiting (limit {settings.max_queued}); retry after {retry_after} s",
+        f"{waiting} jobs are waiting (limit {settings.max_queued}){what}; "
+        f"retry after {retry_after} s",
         {"Retry-After": str(retry_after)},
     )
 

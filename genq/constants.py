@@ -39,6 +39,12 @@ DELIVERIES_KEY = KEY_PREFIX + "job:{job_id}:deliveries"
 # delivery as JSON. The webhooks process moves due members onto WEBHOOK_QUEUE (genq.webhooks).
 WEBHOOK_SCHEDULE = KEY_PREFIX + "webhooks:scheduled"
 
+# One Redis hash per batch, ``genq:batch:<id>`` (fields described in genq.batch_store), and its
+# webhook attempts beside it, as a job's. A job of a batch names it in its ``batch_id`` field.
+BATCH_KEY_PREFIX = KEY_PREFIX + "batch:"
+BATCH_KEY = BATCH_KEY_PREFIX + "{batch_id}"
+BATCH_DELIVERIES_KEY = BATCH_KEY + ":deliveries"
+
 # Celery routing.
 DEFAULT_QUEUE = "genq.generate"
 TASK_GENERATE = "genq.generate"
@@ -68,3 +74,11 @@ def deliveries_key(job_id: str) -> str:
 
 def stream_key(job_id: str) -> str:
     return STREAM_KEY.format(job_id=job_id)
+
+
+def batch_key(batch_id: str) -> str:
+    return BATCH_KEY.format(batch_id=batch_id)
+
+
+def batch_deliveries_key(batch_id: str) -> str:
+    return BATCH_DELIVERIES_KEY.format(batch_id=batch_id)

@@ -249,6 +249,7 @@ class JobRecord(BaseModel):
     webhook_events_filter: list[WebhookEvent] | None = None
     # The job's URL as the API that accepted it answered (for webhook payloads).
     url: str | None = None
+    batch_id: str | None = None  # the batch it was submitted in (genq.batches), if any
     # Not a hash field: the job's deliveries list (genq.store).
     webhook_deliveries: list[WebhookAttempt] = Field(default_factory=list)
 
@@ -281,6 +282,7 @@ class JobPublic(BaseModel):
     webhook: str | None = None
     webhook_events_filter: list[WebhookEvent] | None = None
     webhook_deliveries: list[WebhookAttempt] = Field(default_factory=list)
+    batch_id: str | None = None
     urls: JobUrls
 
     @classmethod
@@ -300,6 +302,7 @@ class JobPublic(BaseModel):
             webhook=record.webhook,
             webhook_events_filter=record.webhook_events_filter,
             webhook_deliveries=record.webhook_deliveries,
+            batch_id=record.batch_id,
             urls=JobUrls(get=get_url),
         )
 

@@ -23,6 +23,7 @@ from pydantic import (
 from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from genq.batches import MAX_BATCH_ITEMS_LIMIT
 from genq.constants import DEFAULT_QUEUE
 from genq.schemas import SamplingOptions
 from genq.ssrf import AllowList
@@ -99,6 +100,8 @@ class ApiSettings(CommonSettings):
     # Output streams (GET /v1/jobs/{id}/stream, OpenAI stream: true) one API process serves at
     # once, each on a Redis connection of its own; past it, 503 with Retry-After.
     max_streams: int = Field(1000, ge=1, le=9000)
+    # The most items one POST /v1/batches may have (more: 422).
+    max_batch_items: int = Field(1000, ge=1, le=MAX_BATCH_ITEMS_LIMIT)
 
 
 def _default_warmup_sampling() -> list[SamplingOptions]:

@@ -2,8 +2,8 @@
 move them through their states).
 
 One hash per job, ``genq:job:<id>``: ``status``, ``created_at``, ``started_at``, ``completed_at``,
-``worker``, ``webhook`` and ``url`` as plain strings; ``input``, ``output``, ``error``, ``metrics``
-and ``webhook_events_filter`` as JSON. Its webhook attempts are a list beside it,
+``worker``, ``webhook``, ``url`` and ``batch_id`` (a job of a batch) as plain strings; ``input``,
+``output``, ``error``, ``metrics`` and ``webhook_events_filter`` as JSON. Its webhook attempts are a list beside it,
 ``genq:job:<id>:deliveries`` (one JSON object each), read with the hash when it has a webhook.
 Every status change is one Lua script, so it is atomic and checked: a job moves only from the
 states the caller names (a canceled job is never started; a finished job is never finished twice),
@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from genq import streams
 from genq.constants import (
+    BATCH_KEY_PREFIX,
     JOB_DONE_CHANNEL,
     KEY_PREFIX,
     PROCESSING_SET,
@@ -63,12 +64,12 @@ return {'created', ''}
 """
 
 # KEYS: the job hash, the queued counter, the processing set, the job's lease, the webhook
-# schedule, the job's output stream. ARGV: allowed current statuses (space separated), new status, channel to publish the
-# job id on ('' for none), job id, TTL seconds ('' to keep), the worker that must own the job
-# ('' for any), the ``completed`` delivery to schedule if the job's webhook wants it ('' for
-# none), the time to schedule it at, then field/value pairs. Returns {1, previous status} when
-# applied, {0, current status} when refused
-# ('' if no such job).
+# schedule, the job's output stream. ARGV: allowed current statuses (space separated), new
+# status, channel to publish the job id on ('' for none), job id, TTL seconds ('' to keep), the
+# worker that must own the job ('' for any), the ``completed`` delivery to schedule if the job's
+# webhook wants it ('' for none), the time to schedule it at, then field/value pairs. Returns
+# {1, previous status} when applied, {0, current status} when refused ('' if no such job). A job of a batch (field batch_id) that ends counts its batch down; the
+# batch's last job completes it, in this same step, so exactly once (genq.batch_store).
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {0, ''} end
@@ -96,8 +97,17 @@ if ARGV[7] ~= '' then
   end
 end
 if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+-- batch: the last job of a batch to end sets its completed_at and schedules its webhook
+local batch = ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'batch_id')
+local bkey = batch and '$BATCH_KEY_PREFIX' .. batch
+if bkey and redis.call('EXISTS', bkey) == 1 and redis.call('HINCRBY', bkey, 'pending', -1) == 0 then
+  redis.call('HSET', bkey, 'completed_at', ARGV[8])
+  redis.call('EXPIRE', bkey, ARGV[5])
+  local delivery = redis.call('HGET', bkey, 'delivery')
+  if delivery then redis.call('ZADD', KEYS[5], ARGV[8], delivery) end
+end
 return {1, current}
-"""
+""".replace("$BATCH_KEY_PREFIX", BATCH_KEY_PREFIX)
 
 # Claim a job for a worker: from "queued", or from "processing" whose lease lapsed (its worker
 # died). KEYS: the job hash, the queued counter, the processing set, the job's lease, the job's
@@ -153,6 +163,15 @@ def _encode(fields: Mapping[str, Any]) -> dict[str, str]:
         else:
             out[name] = str(value)
     return out
+
+
+def encode_record(record: JobRecord) -> list[str]:
+    """A new job's hash as field/value pairs (its deliveries list is kept apart)."""
+    pairs: list[str] = []
+    fields = record.model_dump(mode="json", exclude={"webhook_deliveries"})
+    for name, value in _encode(fields).items():
+        pairs += [name, value]
+    return pairs
 
 
 def decode_record(raw: Mapping[str, str], deliveries: Iterable[str] = ()) -> JobRecord:
@@ -216,10 +235,7 @@ class JobStore:
         and never a record without its message nor a message without its record. With
         ``idempotency=(key, value)``, only if that key is free: returns the key's existing value
         instead. Raises :class:`QueueFull` when ``max_queued`` jobs already wait."""
-        pairs: list[str] = []
-        fields = record.model_dump(mode="json", exclude={"webhook_deliveries"})
-        for name, value in _encode(fields).items():
-            pairs += [name, value]
+        pairs = encode_record(record)
         key, value = idempotency or ("", "")
         queue, body = message or ("", "")
         outcome, detail = await self._create(
@@ -260,12 +276,45 @@ class JobStore:
         """Move the job to ``to`` and set ``fields``, atomically, if it is in ``allowed_from``
         (and, with ``owner``, still held by that worker). Returns the status it had; raises
         :class:`TransitionRefused` otherwise."""
+        applied, current = await self._transition(
+            **self._transition_call(job_id, allowed_from, to, fields, owner)
+        )
+        if not int(applied):
+            raise TransitionRefused(job_id, current or None)
+        return JobStatus(current)
+
+    async def transition_many(
+        self,
+        job_ids: Iterable[str],
+        allowed_from: Iterable[JobStatus],
+        to: JobStatus,
+        fields: Mapping[str, Any] | None = None,
+    ) -> list[tuple[bool, JobStatus | None]]:
+        """:meth:`transition` for many jobs in one round trip (each job its own atomic step).
+        Returns, per job, whether it moved and the status it had (None: no such job)."""
+        allowed = list(allowed_from)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                await self._transition(
+                    **self._transition_call(job_id, allowed, to, fields, None), client=pipe
+                )
+            results = await pipe.execute()
+        return [(bool(int(ok)), JobStatus(status) if status else None) for ok, status in results]
+
+    def _transition_call(
+        self,
+        job_id: str,
+        allowed_from: Iterable[JobStatus],
+        to: JobStatus,
+        fields: Mapping[str, Any] | None,
+        owner: str | None,
+    ) -> dict[str, list[Any]]:
         pairs: list[str] = []
         for name, value in _encode(fields or {}).items():
             pairs += [name, value]
         terminal = to.is_terminal()
-        applied, current = await self._transition(
-            keys=[
+        return {
+            "keys": [
                 job_key(job_id),
                 QUEUED_COUNT,
                 PROCESSING_SET,
@@ -273,7 +322,7 @@ class JobStore:
                 WEBHOOK_SCHEDULE,
                 stream_key(job_id),
             ],
-            args=[
+            "args": [
                 " ".join(s.value for s in allowed_from),
                 to.value,
                 JOB_DONE_CHANNEL if terminal else "",
@@ -284,10 +333,7 @@ class JobStore:
                 repr(time.time()),
                 *pairs,
             ],
-        )
-        if not int(applied):
-            raise TransitionRefused(job_id, current or None)
-        return JobStatus(current)
+        }
 
     async def schedule_webhook(self, delivery: Delivery, at: float | None = None) -> None:
         """Send ``delivery`` at ``at`` (now by default): the webhooks process picks it up."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import email.utils
 import hashlib
 import hmac
@@ -99,13 +100,15 @@ def webhook_id(job_id: str, event: str, seq: int = 0) -> str:
 class Delivery:
     """One scheduled send of one event: the member of the schedule (genq.constants), and the
     argument of the delivery task. ``n`` counts the tries of this chain (it picks the next
-    delay); ``nonce`` keeps a redelivery distinct from the chain it repeats."""
+    delay); ``nonce`` keeps a redelivery distinct from the chain it repeats. ``object`` is what
+    is sent: a job, or a batch (``job_id`` is then the batch's id)."""
 
     job_id: str
     event: str
     webhook_id: str
     n: int = 0
     nonce: str = ""
+    object: str = "job"
 
     def encode(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
@@ -115,11 +118,16 @@ class Delivery:
         return cls(**(json.loads(data) if isinstance(data, str) else data))
 
     def next_try(self) -> Delivery:
-        return Delivery(self.job_id, self.event, self.webhook_id, self.n + 1, self.nonce)
+        return dataclasses.replace(self, n=self.n + 1)
 
 
 def completed_delivery(job_id: str) -> Delivery:
     return Delivery(job_id, "completed", webhook_id(job_id, "completed"))
+
+
+def batch_completed_delivery(batch_id: str) -> Delivery:
+    """A batch's one event: its last job ended. Its own ``webhook-id``, never a job's."""
+    return Delivery(batch_id, "completed", f"msg_{batch_id}_batch_completed", object="batch")
 
 
 # -- retries ---------------------------------------------------------------------------------

@@ -5,8 +5,10 @@ worker.webhook_app), never beside the engine, so a slow or dead receiver costs t
 
 - :class:`Deliverer` makes one try: re-checks where the URL points (genq.ssrf) and connects to
   that checked address (no second lookup, so DNS cannot change it in between), signs the job
-  object, POSTs it without following redirects, reads at most a few KiB of the answer, records
-  the attempt on the job and, for ``completed`` without a final answer, schedules the retry.
+  object (the batch object for a batch's ``completed``: header ``genq-object`` says which),
+  POSTs it without following redirects, reads at most a few KiB of the answer, records the
+  attempt on the job (or batch) and, for ``completed`` without a final answer, schedules the
+  retry.
 - :class:`Scheduler` moves due deliveries from the schedule (a Redis sorted set, score = due
   time) onto the Celery queue, each in one Lua step: a delivery waiting hours survives restarts
   of every process, and is never pushed twice by two webhooks processes. (Celery's own
@@ -28,15 +30,18 @@ import redis
 from celery import Celery
 
 from genq import ssrf
+from genq.batch_store import read_batch
+from genq.batches import BatchPublic
 from genq.celery_config import celery_message
 from genq.constants import (
     TASK_WEBHOOK,
     WEBHOOK_QUEUE,
     WEBHOOK_SCHEDULE,
+    batch_deliveries_key,
     deliveries_key,
     job_key,
 )
-from genq.schemas import JobPublic, JobRecord
+from genq.schemas import JobPublic, JobRecord, WebhookAttempt
 from genq.settings import WebhookSettings
 from genq.store import decode_record
 from genq.webhooks import Delivery, is_retryable, next_delay, parse_retry_after, signed_headers
@@ -65,6 +70,16 @@ class Outcome:
         return not self.refused and not self.ok and is_retryable(self.status_code)
 
 
+@dataclass
+class _Payload:
+    """One delivery's target, signed body, earlier attempts and where its attempts are kept."""
+
+    url: str | None
+    body: bytes
+    attempts: list[WebhookAttempt]
+    deliveries_key: str
+
+
 class Deliverer:
     def __init__(
         self,
@@ -90,19 +105,45 @@ class Deliverer:
             raw, deliveries = pipe.execute()
         return decode_record(raw, deliveries) if raw else None
 
-    def deliver(self, delivery: Delivery) -> Outcome | None:
-        """One try; None if the job expired (or has no webhook)."""
+    def _payload(self, delivery: Delivery) -> _Payload | None:
+        """What this delivery sends, as things stand now; None if its job or batch is gone."""
+        if delivery.object == "batch":
+            found = read_batch(self.redis, delivery.job_id)
+            if found is None:
+                return None
+            batch, statuses = found
+            public = BatchPublic.from_record(batch, statuses, batch.url, batch.job_url)
+            return _Payload(
+                batch.webhook,
+                public.model_dump_json().encode(),
+                batch.webhook_deliveries,
+                batch_deliveries_key(batch.id),
+            )
         record = self.load(delivery.job_id)
-        if record is None or record.webhook is None:
-            log.info("webhook %s dropped: job %s is gone", delivery.webhook_id, delivery.job_id)
+        if record is None:
             return None
-        attempt = 1 + sum(
-            1 for a in record.webhook_deliveries if a.webhook_id == delivery.webhook_id
+        return _Payload(
+            record.webhook,
+            JobPublic.from_record(record, record.url or "").model_dump_json().encode(),
+            record.webhook_deliveries,
+            deliveries_key(record.id),
         )
-        body = JobPublic.from_record(record, record.url or "").model_dump_json().encode()
+
+    def deliver(self, delivery: Delivery) -> Outcome | None:
+        """One try; None if the job (or batch) expired, or has no webhook."""
+        payload = self._payload(delivery)
+        if payload is None or payload.url is None:
+            log.info(
+                "webhook %s dropped: %s %s is gone",
+                delivery.webhook_id,
+                delivery.object,
+                delivery.job_id,
+            )
+            return None
+        attempt = 1 + sum(1 for a in payload.attempts if a.webhook_id == delivery.webhook_id)
         at = time.time()
-        outcome = self.send(record.webhook, delivery, body)
-        self._record(delivery, attempt, at, outcome)
+        outcome = self.send(payload.url, delivery, payload.body)
+        self._record(delivery, payload.deliveries_key, attempt, at, outcome)
         if delivery.event == "completed" and outcome.retryable:
             delay = next_delay(
                 self.settings.webhook_retry_schedule_s, delivery.n, outcome.retry_after
@@ -132,6 +173,7 @@ class Deliverer:
             "content-type": "application/json",
             "host": _host_header(target),
             "genq-event": delivery.event,
+            "genq-object": delivery.object,  # job or batch: what the body is
         }
         # Connect to the address just checked, not to a fresh lookup of the name.
         pinned = httpx.URL(url).copy_with(host=str(target.ips[0]))
@@ -156,7 +198,9 @@ class Deliverer:
         except httpx.HTTPError as exc:
             return done(error=f"{_name(exc)}: {exc}" if str(exc) else _name(exc))
 
-    def _record(self, delivery: Delivery, attempt: int, at: float, outcome: Outcome) -> None:
+    def _record(
+        self, delivery: Delivery, key: str, attempt: int, at: float, outcome: Outcome
+    ) -> None:
         entry = {
             "event": delivery.event,
             "webhook_id": delivery.webhook_id,
@@ -168,7 +212,6 @@ class Deliverer:
             entry["status_code"] = outcome.status_code
         if outcome.error is not None:
             entry["error"] = outcome.error
-        key = deliveries_key(delivery.job_id)
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(key, json.dumps(entry, separators=(",", ":")))
             pipe.expire(key, self.settings.result_ttl_s)

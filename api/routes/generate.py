@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from api.deps import ServicesDep
 from api.errors import ApiError
 from api.submit import submit_job
-from genq.schemas import ErrorBody, GenerateRequest, GenerateResponse, JobStatus
+from genq.schemas import ErrorBody, GenerateRequest, GenerateResponse, JobRecord, JobStatus
 
 router = APIRouter(tags=["generate"])
 
@@ -25,15 +25,26 @@ async def generate(body: GenerateRequest, svc: ServicesDep) -> GenerateResponse:
     t0 = time.perf_counter()
     settings = svc.settings
     record, _ = await submit_job(svc, body.to_input())
-    done = await svc.waiter.wait(record.id, settings.generate_timeout_s)
+    done = succeeded(
+        await svc.waiter.wait(record.id, settings.generate_timeout_s),
+        record.id,
+        settings.generate_timeout_s,
+    )
+    return GenerateResponse(
+        generated_text=done.output.text,
+        latency_ms=round((time.perf_counter() - t0) * 1000, 3),
+        id=done.id,
+    )
+
+
+def succeeded(done: JobRecord | None, job_id: str, timeout_s: float) -> JobRecord:
+    """A waited-for job that succeeded, or the error a synchronous caller gets instead: its
+    failure (422 for input the engine refused), 409 canceled, 504 still running after
+    ``timeout_s``."""
     if done is None:
-        raise ApiError(503, "unavailable", f"job {record.id} disappeared (expired?)")
+        raise ApiError(503, "unavailable", f"job {job_id} disappeared (expired?)")
     if done.status is JobStatus.SUCCEEDED and done.output is not None:
-        return GenerateResponse(
-            generated_text=done.output.text,
-            latency_ms=round((time.perf_counter() - t0) * 1000, 3),
-            id=done.id,
-        )
+        return done
     if done.status is JobStatus.FAILED and done.error is not None:
         raise ApiError(
             _FAILED_STATUS.get(done.error.type, 503),
@@ -45,6 +56,6 @@ async def generate(body: GenerateRequest, svc: ServicesDep) -> GenerateResponse:
     raise ApiError(
         504,
         "timeout",
-        f"job {done.id} is still {done.status.value} after {settings.generate_timeout_s:g} s; "
+        f"job {done.id} is still {done.status.value} after {timeout_s:g} s; "
         f"poll /v1/jobs/{done.id} for its result",
     )

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
 
+from api.cancel import ask_to_stop, canceled_before_run
 from api.deps import ServicesDep
 from api.errors import ApiError
 from api.submit import request_hash, submit_job
-from genq.constants import CANCEL_CHANNEL
 from genq.schemas import (
     MAX_DEADLINE_S,
     ErrorBody,
     JobCreate,
-    JobError,
     JobPublic,
     JobRecord,
     JobStatus,
@@ -123,21 +120,14 @@ async def cancel_job(
     store = svc.store
     try:
         await store.transition(
-            job_id,
-            [JobStatus.QUEUED],
-            JobStatus.CANCELED,
-            {
-                "completed_at": time.time(),
-                "error": JobError(type="canceled", message="canceled before it ran").model_dump(),
-            },
+            job_id, [JobStatus.QUEUED], JobStatus.CANCELED, canceled_before_run()
         )
     except TransitionRefused as refused:
         if refused.current is None:
             raise ApiError(404, "not_found", f"no job with id {job_id!r} (unknown or expired)")
         if refused.current.is_terminal():
             raise ApiError(409, "conflict", f"job {job_id} already {refused.current.value}")
-        # Running: every worker hears this; the one running it aborts it in its engine.
-        await store.redis.publish(CANCEL_CHANNEL, json.dumps({"id": job_id, "reason": "canceled"}))
+        await ask_to_stop(store.redis, [job_id])  # running
         record = await svc.waiter.wait(job_id, svc.settings.cancel_wait_s)
         if record is None:
             raise ApiError(404, "not_found", f"job {job_id!r} expired") from None

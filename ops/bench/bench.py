@@ -9,6 +9,7 @@ Systems, each alone on the machine (the others stopped):
   seed pattern   one blocking ``generate`` per request, one at a time     (engine_runs.py)
   engine at c    ``AsyncLLM`` with c requests in flight, no queue, no HTTP (engine_runs.py)
   genq           ``POST /generate`` -> API -> Redis -> Celery worker -> the worker's AsyncLLM
+  genq_openai    genq's ``/v1/chat/completions``, streamed: the same load client as vllm serve
   vllm serve     vLLM's own OpenAI server, ``/v1/chat/completions`` streamed
 Workloads (workloads.py): ``fixed`` (forced output length) and ``mix`` (log-normal prompt and
 output lengths, seeded). HTTP systems are driven closed-loop at each concurrency (loadgen.py).
@@ -211,7 +212,7 @@ def main() -> None:
     )
     p.add_argument("--resume", type=Path, help="a result JSON: keep its systems, run the rest")
     p.add_argument("--engine-args", default=os.environ.get("GENQ_ENGINE_ARGS", "{}"))
-    p.add_argument("--systems", default="limit,engine,genq,vllm_serve")
+    p.add_argument("--systems", default="limit,engine,genq,genq_openai,vllm_serve")
     p.add_argument("--out", type=Path)
     p.add_argument("--logs", type=Path, help="copy the servers' logs here at the end")
     args = p.parse_args()
@@ -257,8 +258,8 @@ def main() -> None:
             print(f"engine alone at {levels} (AsyncLLM) ...", flush=True)
             result["engine"] = engine_run("async", args, model, files, levels)["runs"]
             save()
-        if "genq" in systems:
-            run_genq_stack(args, work, jobs, levels, result)
+        if systems & {"genq", "genq_openai"}:
+            run_genq_stack(args, work, jobs, levels, result, systems)
             save()
         for key, stream in (("vllm_serve", True), ("vllm_serve_plain", False)):
             if key not in systems:
@@ -289,7 +290,7 @@ def main() -> None:
 
 
 def run_genq_stack(
-    args: argparse.Namespace, work: Path, jobs: dict, levels: dict, result: dict
+    args: argparse.Namespace, work: Path, jobs: dict, levels: dict, result: dict, systems: set
 ) -> None:
     print("genq: starting Redis, API, worker ...", flush=True)
     t0 = time.monotonic()
@@ -299,6 +300,16 @@ def run_genq_stack(
         result["ready_s"] = time.monotonic() - t0
         result["worker"] = stack.worker_info()
         result["seed_curl_s"] = seed_curl(stack.url)
+        if "genq_openai" in systems:
+            (model,) = [m["id"] for m in httpx.get(f"{stack.url}/v1/models").json()["data"]]
+            result["genq_openai"] = []
+            for name, cs in levels.items():
+                for c in cs:
+                    print(f"genq_openai: {name} at concurrency {c} ...", flush=True)
+                    run = loadgen.run_openai(stack.url, model, subset(jobs[name], c, args), c, True)
+                    result["genq_openai"].append({"workload": name, **run})
+        if "genq" not in systems:
+            return
         result["genq"] = []
         for name, cs in levels.items():
             for c in cs:

@@ -13,6 +13,7 @@ from typing import Any
 SYSTEMS = (
     ("engine", "engine alone, c in flight (AsyncLLM)"),
     ("genq", "genq (HTTP -> Redis -> worker)"),
+    ("genq_openai", "genq's OpenAI front (streamed, through the queue)"),
     ("vllm_serve", "`vllm serve` (OpenAI API, streamed)"),
     ("vllm_serve_plain", "`vllm serve` (OpenAI API, not streamed)"),
 )

@@ -1,0 +1,253 @@
+"""The OpenAI-compatible front: ``POST /v1/chat/completions``, ``POST /v1/completions`` and
+``GET /v1/models``, through the queue.
+
+Each request is an ordinary job (its record, latencies, Flower entry and metrics; its id in the
+``X-Genq-Job-Id`` header and in the response's ``id``): submitted, then waited for (non-streaming)
+or followed on its output stream (``stream: true``, OpenAI's chunks as SSE, ``data: [DONE]`` at
+the end). A client that disconnects does not cancel the job: its result stays readable at
+``/v1/jobs/{id}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import PurePath
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+
+from api.deps import Services, ServicesDep
+from api.errors import ApiError
+from api.job_stream import JobGone
+from api.openai_models import (
+    ChatChoice,
+    ChatChoiceMessage,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionChoice,
+    CompletionRequest,
+    Model,
+    ModelList,
+    Usage,
+)
+from api.routes.generate import succeeded
+from api.routes.jobs import job_url
+from api.routes.stream import SSE_HEADERS
+from api.routes.workers import warm_workers
+from api.submit import submit_job
+from genq import streams
+from genq.schemas import ErrorBody, JobInput, JobRecord, JobStatus
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+_ERRORS = {s: {"model": ErrorBody} for s in (404, 409, 413, 422, 429, 503, 504)}
+
+
+def model_name(model: str) -> str:
+    """What a worker's model is called here: a local directory by its last part (as vLLM names
+    a model by what it was given, a hub id stays whole)."""
+    return PurePath(model).name if model.startswith(("/", ".")) else model
+
+
+async def served_models(svc: Services) -> dict[str, list[Any]]:
+    models: dict[str, list[Any]] = {}
+    for worker in await warm_workers(svc.redis):
+        models.setdefault(model_name(worker.model), []).append(worker)
+    return models
+
+
+@router.get("/models")
+async def list_models(svc: ServicesDep) -> ModelList:
+    """The models warm workers serve now, OpenAI's shape, with their warm worker counts."""
+    return ModelList(
+        data=[
+            Model(id=name, created=int(min(w.ready_at for w in workers)), warm_workers=len(workers))
+            for name, workers in sorted((await served_models(svc)).items())
+        ]
+    )
+
+
+async def _model(svc: Services, asked: str | None) -> str:
+    """The model the request names, checked against what warm workers serve (with none warm,
+    any name is taken: the job waits for a worker)."""
+    served = await served_models(svc)
+    if asked is None:
+        return next(iter(served), "default")
+    if served and asked not in served:
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"model {asked!r} is not served here; models: {', '.join(sorted(served))}",
+        )
+    return asked
+
+
+def _job_input(body: ChatCompletionRequest | CompletionRequest) -> JobInput:
+    try:
+        return body.to_input()
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"] else e["msg"]
+            for e in exc.errors()
+        )
+        raise ApiError(422, "invalid_request", reasons) from None
+    except ValueError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
+
+
+def _usage(record: JobRecord) -> Usage:
+    prompt = record.metrics.prompt_tokens or 0
+    output = record.metrics.output_tokens or 0
+    return Usage(prompt_tokens=prompt, completion_tokens=output, total_tokens=prompt + output)
+
+
+def _data(obj: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n".encode()
+
+
+class _Chunks:
+    """OpenAI's streaming chunks of one request, chat or text completion."""
+
+    def __init__(self, chat: bool, record: JobRecord, model: str):
+        self.chat = chat
+        self.id = ("chatcmpl-" if chat else "cmpl-") + record.id
+        self.created = int(record.created_at)
+        self.model = model
+
+    def chunk(
+        self, text: str | None, finish_reason: str | None = None, role: bool = False
+    ) -> bytes:
+        if self.chat:
+            delta: dict[str, str] = {} if text is None else {"content": text}
+            if role:
+                delta["role"] = "assistant"
+            choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+            kind = "chat.completion.chunk"
+        else:
+            choice = {"index": 0, "text": text or "", "finish_reason": finish_reason}
+            choice["logprobs"] = None
+            kind = "text_completion"
+        return _data(
+            {
+                "id": self.id,
+                "object": kind,
+                "created": self.created,
+                "model": self.model,
+                "choices": [choice],
+            }
+        )
+
+    def usage(self, usage: Usage) -> bytes:
+        kind = "chat.completion.chunk" if self.chat else "text_completion"
+        return _data(
+            {
+                "id": self.id,
+                "object": kind,
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": usage.model_dump(),
+            }
+        )
+
+
+def _error(type_: str, message: str) -> bytes:
+    return _data({"error": {"type": type_, "message": message}})
+
+
+async def _stream(
+    svc: Services, record: JobRecord, chunks: _Chunks, include_usage: bool
+) -> AsyncIterator[bytes]:
+    if chunks.chat:
+        yield chunks.chunk("", role=True)  # the role first, as OpenAI does
+    sent_text = False
+    try:
+        async for event in svc.streams.follow(record.id):
+            if event is None:
+                yield b": keep-alive\n\n"
+                continue
+            entry = event.entry
+            if isinstance(entry, streams.Start) and sent_text:
+                yield _error(
+                    "worker_lost",
+                    f"the worker running job {record.id} died and another restarted it; "
+                    f"read its result at /v1/jobs/{record.id}",
+                )
+                break
+            if isinstance(entry, streams.Output):
+                sent_text = True
+                yield chunks.chunk(entry.text)
+            elif isinstance(entry, streams.End):
+                done = await svc.store.get(record.id)
+                if done is None:
+                    raise JobGone(record.id)
+                if done.status is JobStatus.FAILED and done.error is not None:
+                    yield _error(done.error.type, f"job {done.id} failed: {done.error.message}")
+                    break
+                reason = done.output.finish_reason if done.output else None
+                yield chunks.chunk(None, reason or "abort")
+                if include_usage:
+                    yield chunks.usage(_usage(done))
+    except JobGone:
+        yield _error("not_found", f"job {record.id} expired")
+    yield b"data: [DONE]\n\n"
+
+
+async def _complete(
+    svc: Services, request: Request, body: ChatCompletionRequest | CompletionRequest, chat: bool
+) -> JSONResponse | StreamingResponse:
+    model = await _model(svc, body.model)
+    job_input = _job_input(body)
+    if body.stream:
+        svc.streams.admit()
+    record, _ = await submit_job(svc, job_input)
+    headers = {"X-Genq-Job-Id": record.id, "Location": job_url(request, record.id)}
+    chunks = _Chunks(chat, record, model)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(
+            _stream(svc, record, chunks, include_usage),
+            media_type="text/event-stream",
+            headers=SSE_HEADERS | headers,
+        )
+    timeout_s = svc.settings.generate_timeout_s
+    done = succeeded(await svc.waiter.wait(record.id, timeout_s), record.id, timeout_s)
+    text, reason = done.output.text, done.output.finish_reason
+    response: ChatCompletion | Completion
+    if chat:
+        response = ChatCompletion(
+            id=chunks.id,
+            created=chunks.created,
+            model=model,
+            choices=[ChatChoice(message=ChatChoiceMessage(content=text), finish_reason=reason)],
+            usage=_usage(done),
+        )
+    else:
+        response = Completion(
+            id=chunks.id,
+            created=chunks.created,
+            model=model,
+            choices=[CompletionChoice(text=text, finish_reason=reason)],
+            usage=_usage(done),
+        )
+    return JSONResponse(response.model_dump(), headers=headers)
+
+
+@router.post("/chat/completions", response_model=ChatCompletion, responses=_ERRORS)
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, svc: ServicesDep
+) -> JSONResponse | StreamingResponse:
+    """OpenAI's chat completions, as a genq job (``stream: true``: SSE chunks)."""
+    return await _complete(svc, request, body, chat=True)
+
+
+@router.post("/completions", response_model=Completion, responses=_ERRORS)
+async def completions(
+    body: CompletionRequest, request: Request, svc: ServicesDep
+) -> JSONResponse | StreamingResponse:
+    """OpenAI's (legacy) text completions, as a genq job (``stream: true``: SSE chunks)."""
+    return await _complete(svc, request, body, chat=False)

@@ -1,0 +1,105 @@
+"""Accepting a batch: every item checked first (limits, webhooks), then the batch, all its jobs
+and all their queue messages written in one atomic Redis step (genq.batch_store): the batch is
+accepted whole, or refused whole with nothing enqueued."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from api import metrics
+from api.deps import Services
+from api.errors import ApiError
+from api.submit import new_job_id, overloaded
+from genq import ssrf
+from genq.batches import BatchCreate, BatchRecord
+from genq.celery_config import task_message
+from genq.schemas import JobPayload, JobRecord, JobStatus
+from genq.store import QueueFull
+
+
+def _check_size(svc: Services, n: int) -> None:
+    limit = svc.settings.max_batch_items
+    if n > limit:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"items: {n} items; a batch has at most {limit} (GENQ_MAX_BATCH_ITEMS)",
+        )
+    if n > svc.settings.max_queued:
+        # Could never fit, however long the caller waits: not a 429.
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"items: {n} items; more than the queue ever holds "
+            f"({svc.settings.max_queued}, GENQ_MAX_QUEUED): split the batch",
+        )
+
+
+async def _check_webhooks(svc: Services, body: BatchCreate) -> None:
+    """422 naming the first field whose webhook URL points where genq does not send; each
+    distinct URL is resolved once, all at once."""
+    where: dict[str, str] = {}
+    if body.webhook is not None:
+        where[body.webhook] = "webhook"
+    for i, item in enumerate(body.items):
+        if item.webhook is not None:
+            where.setdefault(item.webhook, f"items.{i}.webhook")
+    checks = [ssrf.resolve_async(url, svc.webhook_allow) for url in where]
+    for field, result in zip(where.values(), await asyncio.gather(*checks, return_exceptions=True)):
+        if isinstance(result, ssrf.UnsafeUrl):
+            raise ApiError(422, "invalid_request", f"{field}: {result}")
+        if isinstance(result, BaseException):
+            raise result
+
+
+def _job(
+    svc: Services, body: BatchCreate, i: int, batch_id: str, now: float, job_url: str
+) -> tuple[JobRecord, str]:
+    """Item ``i`` as a queued job of the batch, and its queue message."""
+    item = body.items[i]
+    webhook = item.webhook_spec()  # an item's own webhook, if it asks for one
+    job_input = item.to_input()
+    record = JobRecord(
+        id=new_job_id(),
+        status=JobStatus.QUEUED,
+        created_at=now,
+        input=job_input,
+        webhook=webhook.url if webhook else None,
+        webhook_events_filter=webhook.events if webhook else None,
+        batch_id=batch_id,
+    )
+    if webhook is not None:
+        record.url = job_url.format(id=record.id)
+    payload = JobPayload(id=record.id, input=job_input, created_at=now, webhook=webhook)
+    return record, task_message(svc.celery, payload, svc.settings.queue)
+
+
+async def submit_batch(
+    svc: Services, body: BatchCreate, batch_url: str, job_url: str
+) -> tuple[BatchRecord, list[JobRecord]]:
+    """Store and enqueue the batch; returns it and its jobs (all queued). ``batch_url`` and
+    ``job_url`` are the batch's and a job's URL with ``{id}`` to fill in. 422 when it is too
+    large or a webhook is refused, 429 when the queue lacks room for all of it."""
+    # owner: the API-key work stores the caller on the batch and on each job here.
+    _check_size(svc, len(body.items))
+    await _check_webhooks(svc, body)
+    batch_id = new_job_id()
+    now = time.time()
+    jobs = [_job(svc, body, i, batch_id, now, job_url) for i in range(len(body.items))]
+    batch = BatchRecord(
+        id=batch_id,
+        created_at=now,
+        total=len(jobs),
+        jobs=[record.id for record, _ in jobs],
+        metadata=body.metadata,
+        webhook=body.webhook,
+        url=batch_url.format(id=batch_id),
+        job_url=job_url,
+    )
+    try:
+        await svc.batches.create(batch, jobs, svc.settings.queue, svc.settings.max_queued)
+    except QueueFull as full:
+        raise await overloaded(svc.store, svc.settings, full.waiting, len(jobs)) from None
+    metrics.JOBS_SUBMITTED.inc(len(jobs))
+    return batch, [record for record, _ in jobs]
