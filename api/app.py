@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import genq
+from api.auth import AUTH_ERRORS, AUTHENTICATED, Access
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
@@ -32,7 +33,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     waiter = JobWaiter(redis, store)
     celery = make_celery(settings, "genq-api")
     allow = settings.webhook_allow_list()
-    app.state.services = Services(settings, redis, store, waiter, celery, allow)
+    access = Access(settings, redis)
+    access.announce()  # dev mode: a warning that anyone may use this API
+    app.state.services = Services(settings, redis, store, waiter, celery, allow, access)
     await waiter.start()
     # What the process made to start stays: keep the collector from walking it again and again
     # (as vLLM's own server does after start-up).
@@ -55,8 +58,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(jobs.router)
     app.include_router(generate.router)
-    app.include_router(workers.router)
-    app.include_router(queue.router)
+    # /v1 routes and /generate need a key once any is configured (api.auth); the job routes take
+    # the caller as a parameter, these need none.
+    app.include_router(workers.router, dependencies=AUTHENTICATED, responses=AUTH_ERRORS)
+    app.include_router(queue.router, dependencies=AUTHENTICATED, responses=AUTH_ERRORS)
     app.include_router(health.router)
     app.include_router(metrics.router)
     return app

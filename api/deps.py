@@ -9,7 +9,7 @@ that bookkeeping cost more than the job's own Redis step (ops/bench/api_ceiling.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from celery import Celery
 from fastapi import Depends, Request
@@ -20,6 +20,9 @@ from genq.settings import ApiSettings
 from genq.ssrf import AllowList
 from genq.store import JobStore
 
+if TYPE_CHECKING:
+    from api.auth import Access
+
 
 @dataclass(frozen=True)
 class Services:
@@ -29,6 +32,7 @@ class Services:
     waiter: JobWaiter
     celery: Celery  # builds task messages only; the API never connects it to the broker
     webhook_allow: AllowList
+    access: Access  # API keys and their limits (api.auth)
 
 
 async def _services(request: Request) -> Services:

@@ -10,6 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
 
+from api.auth import CallerDep, not_found, owned_job
 from api.deps import ServicesDep
 from api.errors import ApiError
 from api.submit import request_hash, submit_job
@@ -29,7 +30,7 @@ from genq.webhooks import completed_delivery
 PREFIX = "/v1/jobs"
 router = APIRouter(prefix=PREFIX, tags=["jobs"])
 
-_ERRORS = {s: {"model": ErrorBody} for s in (400, 404, 409, 413, 422, 429, 503)}
+_ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 404, 409, 413, 422, 429, 503)}
 
 
 def job_url(request: Request, job_id: str) -> str:
@@ -50,6 +51,7 @@ async def create_job(
     request: Request,
     response: Response,
     svc: ServicesDep,
+    caller: CallerDep,
     idempotency_key: Annotated[str | None, Header()] = None,
     cancel_after: Annotated[float | None, Header(gt=0, le=MAX_DEADLINE_S)] = None,
 ) -> JobPublic:
@@ -63,7 +65,12 @@ async def create_job(
     idempotency = None if idempotency_key is None else (idempotency_key, request_hash(body))
     url_template = job_url(request, "{id}")
     record, new = await submit_job(
-        svc, body.to_input(), idempotency, body.webhook_spec(), url_template
+        svc,
+        body.to_input(),
+        idempotency,
+        body.webhook_spec(),
+        url_template,
+        owner=caller.key_name,
     )
     job = public(request, record)
     response.headers["Location"] = job.urls.get
@@ -78,11 +85,14 @@ async def cancel_job(
     request: Request,
     response: Response,
     svc: ServicesDep,
+    caller: CallerDep,
 ) -> JobPublic:
     """A queued job is canceled at once and never runs (200). A running one is aborted inside the
     engine and ends ``canceled`` with its partial output (200 once it has, 202 if it takes longer
     than ``GENQ_CANCEL_WAIT_S``). A finished job: 409."""
     store = svc.store
+    if caller.key_name is not None:
+        await owned_job(svc, caller, job_id)  # 404 for another key's job; its owner never changes
     try:
         await store.transition(
             job_id,
@@ -95,7 +105,7 @@ async def cancel_job(
         )
     except TransitionRefused as refused:
         if refused.current is None:
-            raise ApiError(404, "not_found", f"no job with id {job_id!r} (unknown or expired)")
+            raise not_found(job_id)
         if refused.current.is_terminal():
             raise ApiError(409, "conflict", f"job {job_id} already {refused.current.value}")
         # Running: every worker hears this; the one running it aborts it in its engine.
@@ -114,12 +124,12 @@ async def cancel_job(
     status_code=status.HTTP_202_ACCEPTED,
     responses=_ERRORS,
 )
-async def redeliver_webhook(job_id: str, request: Request, svc: ServicesDep) -> JobPublic:
+async def redeliver_webhook(
+    job_id: str, request: Request, svc: ServicesDep, caller: CallerDep
+) -> JobPublic:
     """Send the finished job's ``completed`` event again (a new attempt with the same
     ``webhook-id``, retried like the first). 409 if the job has no webhook or is not finished."""
-    record = await svc.store.get(job_id)
-    if record is None:
-        raise ApiError(404, "not_found", f"no job with id {job_id!r} (unknown or expired)")
+    record = await owned_job(svc, caller, job_id)
     if record.webhook is None:
         raise ApiError(409, "conflict", f"job {job_id} has no webhook")
     if not record.status.is_terminal():
@@ -131,8 +141,5 @@ async def redeliver_webhook(job_id: str, request: Request, svc: ServicesDep) -> 
 
 
 @router.get("/{job_id}", responses=_ERRORS)
-async def get_job(job_id: str, request: Request, svc: ServicesDep) -> JobPublic:
-    record = await svc.store.get(job_id)
-    if record is None:
-        raise ApiError(404, "not_found", f"no job with id {job_id!r} (unknown or expired)")
-    return public(request, record)
+async def get_job(job_id: str, request: Request, svc: ServicesDep, caller: CallerDep) -> JobPublic:
+    return public(request, await owned_job(svc, caller, job_id))
