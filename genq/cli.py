@@ -226,7 +226,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
             )
         elif args.action == "revoke":
             keys.revoke_key(path, args.name)
-            print(f"genq keys: {args.name!r} revoked (APIs notice within a second)", file=sys.stderr)
+            print(
+                f"genq keys: {args.name!r} revoked (APIs notice within a second)", file=sys.stderr
+            )
         else:
             stored = keys.read_keys(path)
             listed = [(k, str(path)) for k in (stored.keys if stored else [])]
