@@ -117,3 +117,18 @@ def test_genq_keys_create_list_revoke(
     capsys.readouterr()
     assert cli.main(["keys", "revoke", "ci"]) == 1
     assert "no key named 'ci'" in capsys.readouterr().err
+
+
+def test_the_k8s_secret_placeholder_is_refused_not_taken_for_a_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import yaml  # noqa: PLC0415
+
+    from genq.settings import ApiSettings  # noqa: PLC0415
+
+    secret = yaml.safe_load((Path(__file__).parents[2] / "ops/k8s/secret.example.yaml").read_text())
+    monkeypatch.setenv("GENQ_API_KEYS", secret["stringData"]["GENQ_API_KEYS"])
+    with pytest.raises(ValueError, match="sha256"):
+        ApiSettings()
+    monkeypatch.setenv("GENQ_API_KEYS", '{"keys": []}')
+    assert ApiSettings().api_keys == KeysFile()
