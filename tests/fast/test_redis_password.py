@@ -5,15 +5,19 @@ start with one readable line (not a traceback, not a retry loop)."""
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
+from genq.constants import DEFAULT_QUEUE
 from genq.redis_client import credentials_problem, redacted, sync_redis
 from genq.redis_server import EmbeddedRedis, free_port, load_or_create_password
 
@@ -81,3 +85,46 @@ def test_each_role_refuses_a_bad_password_in_one_line(
     assert "password" in line
     if password:
         assert password not in line.replace("password", "")
+
+
+def test_flower_reads_the_queues_through_the_password(
+    locked: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """Flower connects twice: Celery's events (kombu) and its own Redis client for queue lengths,
+    which parses the URL itself; both must take the percent-encoded password."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": locked.url,
+        "GENQ_ENV": "dev",
+        "GENQ_FLOWER_PORT": str(port),
+        "GENQ_DATA_DIR": str(tmp_path),
+        "FLOWER_UNAUTHENTICATED_API": "true",
+    }
+    log = tmp_path / "flower.log"
+    with log.open("wb") as out:
+        flower = subprocess.Popen(
+            [sys.executable, "-m", "genq.cli", "flower"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert flower.poll() is None and time.monotonic() < deadline, log.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthcheck").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        queues = httpx.get(f"http://127.0.0.1:{port}/api/queues/length")
+        assert queues.status_code == 200
+        assert {"name": DEFAULT_QUEUE, "messages": 0} in queues.json()["active_queues"]
+        assert PASSWORD not in httpx.get(f"http://127.0.0.1:{port}/broker").text
+    finally:
+        os.killpg(flower.pid, signal.SIGTERM)
+        flower.wait(30)
+    assert f"Connected to redis://:**@127.0.0.1:{locked.port}/0" in log.read_text()
