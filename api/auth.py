@@ -46,7 +46,8 @@ local due = tonumber(redis.call('GET', KEYS[1]) or '0')
 if due < now then due = now end
 local wait = due + interval - now - interval * tonumber(ARGV[2])
 if wait > 0 then return string.format('%.3f', wait) end
-redis.call('SET', KEYS[1], string.format('%.3f', due + interval), 'PX', math.ceil(due + interval - now))
+local ttl = math.max(1, math.ceil(due + interval - now))  -- a tiny interval rounds away in a double
+redis.call('SET', KEYS[1], string.format('%.3f', due + interval), 'PX', ttl)
 return '0'
 """
 

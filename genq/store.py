@@ -9,7 +9,9 @@ Every status change is one Lua script, so it is atomic and checked: a job moves 
 states the caller names (a canceled job is never started; a finished job is never finished twice),
 and reaching a terminal state publishes the job id on ``genq:jobs:done`` in the same step, and, when
 the job's webhook wants ``completed``, schedules that delivery (genq.webhooks) in the same step.
-The same scripts keep ``genq:jobs:queued``, the number of jobs waiting to start, exact.
+The same scripts keep ``genq:jobs:queued``, the number of jobs waiting to start, exact. A job
+made with an API key names it in ``owner``; creating it checks and adds to that key's set of
+active jobs (``genq:owner:<name>:active``) in the same step.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ _INT_FIELDS = ("attempts",)
 # pairs. Nothing is written when it returns {'exists', the key's value} (the key is taken),
 # {'full', jobs waiting} or {'busy', the owner's active jobs}; else {'created', ''}, with the
 # record and its message both written.
-# The owner's set is pruned (members whose job ended or expired) only when it looks full, so each
-# create costs O(1) amortized; the members are job keys, read by name as _LAPSED reads its keys.
+# The owner's set is pruned (members whose job ended or expired) only when it looks full, so a
+# create costs O(1) amortized; a key really at its limit pays O(limit) per refused try, which its
+# request rate bounds. Members are job keys, read by name as _LAPSED reads its keys.
 _CREATE = """
 if KEYS[2] ~= '' then
   local existing = redis.call('GET', KEYS[2])

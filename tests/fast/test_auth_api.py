@@ -38,6 +38,8 @@ class Keys:
         self.bob = create_key(path, "bob")
         self.slow = create_key(path, "slow", rate_limit_rps=1, rate_limit_burst=2)
         self.busy = create_key(path, "busy", max_active_jobs=2)
+        # An interval (1e-6 ms) below what a double holds beside the clock's ms (~1.8e12).
+        self.fast = create_key(path, "fast", rate_limit_rps=1e9, rate_limit_burst=1)
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -166,6 +168,8 @@ def test_requests_per_second_limit_then_allowed_again(keyed: tuple[TestClient, K
     assert "rate limit of 1 requests/s (burst 2)" in refused.json()["error"]["message"]
     assert refused.headers["Retry-After"] == "1"
     assert client.get("/v1/queue", headers=bearer(keys.bob)).status_code == 200  # per key
+    fast = [client.get("/v1/queue", headers=bearer(keys.fast)).status_code for _ in range(5)]
+    assert fast == [200] * 5
     time.sleep(int(refused.headers["Retry-After"]) + 0.05)
     assert client.get("/v1/queue", headers=bearer(keys.slow)).status_code == 200
     assert client.get("/v1/queue", headers=bearer(keys.slow)).status_code == 429
