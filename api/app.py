@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import genq
+from api.auth import AUTH_ERRORS, AUTHENTICATED, Access
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.job_stream import StreamReaders
@@ -37,7 +38,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     batches = BatchStore(redis, settings.result_ttl_s)
     stream_redis = async_redis(settings.broker_url(), max_connections=settings.max_streams)
     readers = StreamReaders(stream_redis, settings.max_streams)
-    app.state.services = Services(settings, redis, store, batches, waiter, celery, allow, readers)
+    access = Access(settings, redis)
+    access.announce()  # dev mode: a warning that anyone may use this API
+    app.state.services = Services(
+        settings, redis, store, batches, waiter, celery, allow, readers, access
+    )
     await waiter.start()
     # What the process made to start stays: keep the collector from walking it again and again
     # (as vLLM's own server does after start-up).
@@ -64,8 +69,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(batches.router)
     app.include_router(openai.router)
     app.include_router(generate.router)
-    app.include_router(workers.router)
-    app.include_router(queue.router)
+    # /v1 routes and /generate need a key once any is configured (api.auth); the job routes take
+    # the caller as a parameter, these need none.
+    app.include_router(workers.router, dependencies=AUTHENTICATED, responses=AUTH_ERRORS)
+    app.include_router(queue.router, dependencies=AUTHENTICATED, responses=AUTH_ERRORS)
     app.include_router(health.router)
     app.include_router(metrics.router)
     return app

@@ -9,7 +9,7 @@ that bookkeeping cost more than the job's own Redis step (ops/bench/api_ceiling.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from celery import Celery
 from fastapi import Depends, Request
@@ -22,6 +22,9 @@ from genq.settings import ApiSettings
 from genq.ssrf import AllowList
 from genq.store import JobStore
 
+if TYPE_CHECKING:
+    from api.auth import Access
+
 
 @dataclass(frozen=True)
 class Services:
@@ -33,6 +36,7 @@ class Services:
     celery: Celery  # builds task messages only; the API never connects it to the broker
     webhook_allow: AllowList
     streams: StreamReaders  # output streams' readers, on a Redis pool of their own
+    access: Access  # API keys and their limits (api.auth)
 
 
 async def _services(request: Request) -> Services:

@@ -64,6 +64,8 @@ for _reason in (
     "overloaded",
     "idempotency_conflict",
     "unavailable",
+    "unauthorized",
+    "rate_limited",
 ):
     JOBS_REJECTED.labels(_reason)
 REQUEST_SECONDS = Histogram(

@@ -1,5 +1,5 @@
-"""Accepting a job: refuse it if the queue is full, write its record and put its message on the
-queue, all in one atomic Redis step (genq.store)."""
+"""Accepting a job: refuse it if the queue is full (or its key has too many jobs active), write
+its record and put its message on the queue, all in one atomic Redis step (genq.store)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,12 @@ from genq.celery_config import task_message
 from genq.constants import idempotency_key
 from genq.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus, WebhookSpec
 from genq.settings import ApiSettings
-from genq.store import JobStore, QueueFull
+from genq.store import JobStore, OwnerBusy, QueueFull
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
+# Retry-After for a key at its active-jobs limit: one of its jobs must end first, and no rate is
+# kept per key to predict when.
+OWNER_BUSY_RETRY_S = 1
 
 
 def new_job_id() -> str:
@@ -59,16 +62,31 @@ async def check_webhook(svc: Services, webhook: WebhookSpec) -> None:
         raise ApiError(422, "invalid_request", f"webhook: {exc}") from None
 
 
+def owner_busy(owner: str | None, active: int, adding: int = 1) -> ApiError:
+    more = "" if adding == 1 else f" ({adding} more would not fit)"
+    return ApiError(
+        429,
+        "rate_limited",
+        f"key {owner!r} has {active} jobs queued or processing, its limit of active "
+        f"jobs{more}; retry after {OWNER_BUSY_RETRY_S} s, or once some have finished",
+        {"Retry-After": str(OWNER_BUSY_RETRY_S)},
+    )
+
+
 async def submit_job(
     svc: Services,
     job_input: JobInput,
     idempotency: tuple[str, str] | None = None,
     webhook: WebhookSpec | None = None,
     job_url: str = "",
+    *,
+    owner: str | None = None,
 ) -> tuple[JobRecord, bool]:
     """Returns the job and whether it is new. With ``idempotency=(Idempotency-Key, request
     hash)`` a repeated key returns the job it created (409 if the request differs). A job with a
-    ``webhook`` keeps ``job_url`` (its URL, ``{id}`` filled in) for the webhook payloads."""
+    ``webhook`` keeps ``job_url`` (its URL, ``{id}`` filled in) for the webhook payloads.
+    ``owner``: the caller's key name (api.auth ``Caller.key_name``): only it sees the job, its
+    Idempotency-Keys are its own, and 429 once it has its most active jobs."""
     store, settings = svc.store, svc.settings
     if webhook is not None:
         await check_webhook(svc, webhook)
@@ -81,6 +99,7 @@ async def submit_job(
         webhook=webhook.url if webhook else None,
         webhook_events_filter=webhook.events if webhook else None,
         url=job_url.format(id=job_id) if webhook and job_url else None,
+        owner=owner,
     )
     idem = None
     if idempotency is not None:
@@ -91,7 +110,7 @@ async def submit_job(
                 "invalid_request",
                 f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters",
             )
-        idem = (idempotency_key(key), json.dumps({"id": record.id, "hash": digest}))
+        idem = (idempotency_key(key, owner), json.dumps({"id": record.id, "hash": digest}))
     # Record and message are written together: a worker always finds the record, and a job is
     # never accepted without its message. A replay of an Idempotency-Key returns its job even
     # when the queue is full.
@@ -99,10 +118,13 @@ async def submit_job(
         id=record.id, input=job_input, created_at=record.created_at, webhook=webhook
     )
     message = (settings.queue, task_message(svc.celery, payload, settings.queue))
+    max_active = svc.access.max_active_jobs(owner) if owner is not None else 2**62
     try:
-        existing = await store.create(record, idem, settings.max_queued, message)
+        existing = await store.create(record, idem, settings.max_queued, message, max_active)
     except QueueFull as full:
         raise await overloaded(store, settings, full.waiting) from None
+    except OwnerBusy as busy:
+        raise owner_busy(owner, busy.active) from None
     if existing is not None:
         return await _existing(store, existing, idempotency), False
     metrics.JOBS_SUBMITTED.inc()

@@ -10,12 +10,12 @@ import time
 from api import metrics
 from api.deps import Services
 from api.errors import ApiError
-from api.submit import new_job_id, overloaded
+from api.submit import new_job_id, overloaded, owner_busy
 from genq import ssrf
 from genq.batches import BatchCreate, BatchRecord
 from genq.celery_config import task_message
 from genq.schemas import JobPayload, JobRecord, JobStatus
-from genq.store import QueueFull
+from genq.store import OwnerBusy, QueueFull
 
 
 def _check_size(svc: Services, n: int) -> None:
@@ -54,7 +54,13 @@ async def _check_webhooks(svc: Services, body: BatchCreate) -> None:
 
 
 def _job(
-    svc: Services, body: BatchCreate, i: int, batch_id: str, now: float, job_url: str
+    svc: Services,
+    body: BatchCreate,
+    i: int,
+    batch_id: str,
+    now: float,
+    job_url: str,
+    owner: str | None,
 ) -> tuple[JobRecord, str]:
     """Item ``i`` as a queued job of the batch, and its queue message."""
     item = body.items[i]
@@ -68,6 +74,7 @@ def _job(
         webhook=webhook.url if webhook else None,
         webhook_events_filter=webhook.events if webhook else None,
         batch_id=batch_id,
+        owner=owner,
     )
     if webhook is not None:
         record.url = job_url.format(id=record.id)
@@ -76,17 +83,18 @@ def _job(
 
 
 async def submit_batch(
-    svc: Services, body: BatchCreate, batch_url: str, job_url: str
+    svc: Services, body: BatchCreate, batch_url: str, job_url: str, owner: str | None = None
 ) -> tuple[BatchRecord, list[JobRecord]]:
     """Store and enqueue the batch; returns it and its jobs (all queued). ``batch_url`` and
-    ``job_url`` are the batch's and a job's URL with ``{id}`` to fill in. 422 when it is too
-    large or a webhook is refused, 429 when the queue lacks room for all of it."""
-    # owner: the API-key work stores the caller on the batch and on each job here.
+    ``job_url`` are the batch's and a job's URL with ``{id}`` to fill in. ``owner``: the caller's
+    key name, owner of the batch and each job (api.submit.submit_job says what that means). 422
+    when it is too large or a webhook is refused, 429 when the queue lacks room for all of it or
+    the key would have more active jobs than it may."""
     _check_size(svc, len(body.items))
     await _check_webhooks(svc, body)
     batch_id = new_job_id()
     now = time.time()
-    jobs = [_job(svc, body, i, batch_id, now, job_url) for i in range(len(body.items))]
+    jobs = [_job(svc, body, i, batch_id, now, job_url, owner) for i in range(len(body.items))]
     batch = BatchRecord(
         id=batch_id,
         created_at=now,
@@ -96,10 +104,16 @@ async def submit_batch(
         webhook=body.webhook,
         url=batch_url.format(id=batch_id),
         job_url=job_url,
+        owner=owner,
     )
+    max_active = svc.access.max_active_jobs(owner) if owner is not None else 2**62
     try:
-        await svc.batches.create(batch, jobs, svc.settings.queue, svc.settings.max_queued)
+        await svc.batches.create(
+            batch, jobs, svc.settings.queue, svc.settings.max_queued, max_active
+        )
     except QueueFull as full:
         raise await overloaded(svc.store, svc.settings, full.waiting, len(jobs)) from None
+    except OwnerBusy as busy:
+        raise owner_busy(owner, busy.active, len(jobs)) from None
     metrics.JOBS_SUBMITTED.inc(len(jobs))
     return batch, [record for record, _ in jobs]

@@ -27,30 +27,49 @@ import redis
 from redis.asyncio import Redis
 
 from genq.batches import BatchRecord
-from genq.constants import QUEUED_COUNT, batch_deliveries_key, batch_key, job_key
+from genq.constants import (
+    QUEUED_COUNT,
+    batch_deliveries_key,
+    batch_key,
+    job_key,
+    owner_active_key,
+)
 from genq.schemas import JobRecord, JobStatus
-from genq.store import QueueFull, encode_record
+from genq.store import OwnerBusy, QueueFull, encode_record
 from genq.webhooks import batch_completed_delivery
 
 # KEYS: the batch hash, the queued counter, the queue's Redis list, then the n job hashes.
-# ARGV: TTL seconds, the most jobs that may wait, n, then the batch's field/value count and
-# pairs, then per job: its queue message, its field/value count and pairs. Returns {'full', jobs
-# waiting} with nothing written when the n jobs do not fit under the limit, else {'created', ''}.
+# ARGV: TTL seconds, the most jobs that may wait, n, the owner's set of active jobs ('' for none:
+# genq.store's _CREATE keeps it), the most active jobs it may have, then the batch's field/value
+# count and pairs, then per job: its queue message, its field/value count and pairs. Returns
+# {'full', jobs waiting} or {'busy', the owner's active jobs} with nothing written when the n
+# jobs do not fit under a limit, else {'created', ''}.
 _CREATE_BATCH = """
 local n = tonumber(ARGV[3])
 local waiting = tonumber(redis.call('GET', KEYS[2]) or '0')
 if waiting + n > tonumber(ARGV[2]) then return {'full', tostring(waiting)} end
-local count = tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], unpack(ARGV, 5, 4 + count))
+local owner = ARGV[4]
+if owner ~= '' and redis.call('SCARD', owner) + n > tonumber(ARGV[5]) then
+  for _, job in ipairs(redis.call('SMEMBERS', owner)) do
+    local status = redis.call('HGET', job, 'status')
+    if status ~= 'queued' and status ~= 'processing' then redis.call('SREM', owner, job) end
+  end
+  local active = redis.call('SCARD', owner)
+  if active + n > tonumber(ARGV[5]) then return {'busy', tostring(active)} end
+end
+local count = tonumber(ARGV[6])
+redis.call('HSET', KEYS[1], unpack(ARGV, 7, 6 + count))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-local i = 5 + count
+local i = 7 + count
 for j = 1, n do
   count = tonumber(ARGV[i + 1])
   redis.call('HSET', KEYS[3 + j], unpack(ARGV, i + 2, i + 1 + count))
   redis.call('EXPIRE', KEYS[3 + j], ARGV[1])
   redis.call('LPUSH', KEYS[3], ARGV[i])
+  if owner ~= '' then redis.call('SADD', owner, KEYS[3 + j]) end
   i = i + 2 + count
 end
+if owner ~= '' then redis.call('EXPIRE', owner, ARGV[1]) end
 redis.call('INCRBY', KEYS[2], n)
 return {'created', ''}
 """
@@ -66,6 +85,8 @@ def _batch_pairs(batch: BatchRecord) -> list[str]:
         "url": batch.url,
         "job_url": batch.job_url,
     }
+    if batch.owner is not None:
+        fields["owner"] = batch.owner
     if batch.metadata is not None:
         fields["metadata"] = json.dumps(batch.metadata, separators=(",", ":"))
     if batch.webhook is not None:
@@ -76,7 +97,9 @@ def _batch_pairs(batch: BatchRecord) -> list[str]:
 
 def decode_batch(raw: Mapping[str, str], deliveries: Sequence[str] = ()) -> BatchRecord:
     """A batch hash (and its deliveries list) as read from Redis -> the record."""
-    data: dict[str, Any] = {k: raw[k] for k in ("id", "url", "job_url", "webhook") if k in raw}
+    data: dict[str, Any] = {
+        k: raw[k] for k in ("id", "url", "job_url", "webhook", "owner") if k in raw
+    }
     data["created_at"] = float(raw["created_at"])
     if "completed_at" in raw:
         data["completed_at"] = float(raw["completed_at"])
@@ -105,11 +128,15 @@ class BatchStore:
         jobs: Sequence[tuple[JobRecord, str]],
         queue: str,
         max_queued: int,
+        max_active: int = 2**62,
     ) -> None:
         """Store the batch and its ``jobs`` (each record with its queue message) and push the
         messages on ``queue``, in one atomic step: all of it, or, raising :class:`QueueFull`
-        when fewer than ``len(jobs)`` places are left under ``max_queued``, none of it."""
-        args: list[Any] = [self.ttl_s, max_queued, len(jobs)]
+        when fewer than ``len(jobs)`` places are left under ``max_queued`` (or
+        :class:`OwnerBusy` when the batch's owner would have more than ``max_active`` jobs
+        queued or processing), none of it."""
+        owner = owner_active_key(batch.owner) if batch.owner is not None else ""
+        args: list[Any] = [self.ttl_s, max_queued, len(jobs), owner, max_active]
         pairs = _batch_pairs(batch)
         args += [len(pairs), *pairs]
         for record, message in jobs:
@@ -121,6 +148,8 @@ class BatchStore:
         )
         if outcome == "full":
             raise QueueFull(int(detail))
+        if outcome == "busy":
+            raise OwnerBusy(int(detail))
 
     async def get(self, batch_id: str) -> tuple[BatchRecord, list[JobStatus | None]] | None:
         """The batch and each of its jobs' status (None for one that expired)."""

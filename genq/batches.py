@@ -114,6 +114,7 @@ class BatchRecord(BaseModel):
     webhook: str | None = None
     url: str  # the batch's URL as the API that accepted it answered (for webhook payloads)
     job_url: str  # its jobs' URL, ``{id}`` to fill in (same)
+    owner: str | None = None  # the API key that created it (api.auth), as its jobs' owner
     # Not a hash field: the batch's webhook attempts (genq.batch_store).
     webhook_deliveries: list[WebhookAttempt] = Field(default_factory=list)
 

@@ -1,5 +1,5 @@
 """The ``genq`` command: run the stack or one role of it, prepare the model; submit, show and
-cancel jobs (genq.cli_jobs)."""
+cancel jobs (genq.cli_jobs); manage API keys."""
 
 from __future__ import annotations
 
@@ -25,6 +25,19 @@ def _logging(level: str) -> None:
         level=level.upper(),
         format="%(asctime)s %(levelname)s [%(processName)s %(name)s] %(message)s",
     )
+
+
+def _redis_refuses(role: str, settings: CommonSettings) -> bool:
+    """Says why, in one line, and returns True when Redis refuses the URL's password: better than
+    a role that retries a refused login as if Redis were down."""
+    if settings.redis_url is None:
+        return False
+    from genq.redis_client import credentials_problem  # noqa: PLC0415
+
+    problem = credentials_problem(settings.broker_url())
+    if problem is not None:
+        print(f"genq {role}: {problem}", file=sys.stderr)
+    return problem is not None
 
 
 def cmd_up(_: argparse.Namespace) -> int:
@@ -54,9 +67,18 @@ def _api_metrics_dir() -> tuple[str, bool]:
 def cmd_api(_: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
+    from genq.keys import KeysError, key_ring, read_keys  # noqa: PLC0415
+
     settings = ApiSettings()
     _logging(settings.log_level)
-    settings.broker_url()  # fail now, clearly, if no Redis is configured
+    try:
+        settings.broker_url()  # fail now, clearly, if no Redis is configured
+        key_ring(read_keys(settings.api_keys_path()), settings.api_keys)  # and if keys are bad
+    except (RuntimeError, KeysError) as exc:
+        print(f"genq api: {exc}", file=sys.stderr)
+        return 2
+    if _redis_refuses("api", settings):
+        return 2
     # Before any process of the API imports prometheus_client (it reads it at import).
     metrics_dir, ours = _api_metrics_dir()
     try:
@@ -76,7 +98,10 @@ def cmd_api(_: argparse.Namespace) -> int:
 
 
 def cmd_worker(_: argparse.Namespace) -> int:
-    _logging(WorkerSettings().log_level)
+    settings = WorkerSettings()
+    _logging(settings.log_level)
+    if _redis_refuses("worker", settings):  # before vLLM's imports, which take seconds
+        return 2
     # One process: its metrics live in memory (worker.health). A directory meant for the API's
     # processes would turn vLLM's and genq's metrics into files nobody sums.
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -91,6 +116,8 @@ def cmd_webhooks(_: argparse.Namespace) -> int:
     settings = WebhookSettings()
     _logging(settings.log_level)
     settings.broker_url()  # fail now, clearly, if no Redis is configured
+    if _redis_refuses("webhooks", settings):
+        return 2
     from worker.webhook_app import main  # noqa: PLC0415 - light: no engine
 
     return main()
@@ -127,6 +154,8 @@ def cmd_flower(_: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"genq flower: {exc}", file=sys.stderr)
         return 2
+    if _redis_refuses("flower", settings):
+        return 2
     if settings.flower_persistent:
         settings.flower_db_path().parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FLOWER_TASKS_COLUMNS", FLOWER_TASKS_COLUMNS)
@@ -152,6 +181,52 @@ def cmd_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    from genq import keys  # noqa: PLC0415
+
+    settings = ApiSettings()
+    path = settings.api_keys_path()
+    from_env = settings.api_keys.keys if settings.api_keys else []
+    try:
+        if args.action == "create":
+            key = keys.create_key(
+                path,
+                args.name,
+                rate_limit_rps=args.rps,
+                rate_limit_burst=args.burst,
+                max_active_jobs=args.max_active,
+                taken=frozenset(k.name for k in from_env),
+            )
+            print(key)  # alone on stdout: KEY=$(genq keys create ci)
+            print(
+                f"genq keys: key {args.name!r} created; only its hash is kept ({path}). "
+                "Keep the key now: it is never shown again.",
+                file=sys.stderr,
+            )
+        elif args.action == "revoke":
+            keys.revoke_key(path, args.name)
+            print(
+                f"genq keys: {args.name!r} revoked (APIs notice within a second)", file=sys.stderr
+            )
+        else:
+            stored = keys.read_keys(path)
+            listed = [(k, str(path)) for k in (stored.keys if stored else [])]
+            listed += [(k, "GENQ_API_KEYS") for k in from_env]
+            if stored is None and not from_env:
+                print(f"genq keys: no keys ({path} absent): the API is open to anyone (dev mode)")
+            for k, source in listed:
+                limits = (
+                    f"rps={k.rate_limit_rps or settings.rate_limit_rps:g} "
+                    f"burst={k.rate_limit_burst or settings.rate_limit_burst} "
+                    f"max_active={k.max_active_jobs or settings.max_active_jobs_per_key}"
+                )
+                print(f"{k.name}\t{k.created_at.isoformat()}\t{limits}\t{source}")
+    except keys.KeysError as exc:
+        print(f"genq keys: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="genq", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -170,6 +245,21 @@ def parser() -> argparse.ArgumentParser:
     model.add_argument("action", choices=["prepare", "path"])
     model.set_defaults(fn=cmd_model)
     cli_jobs.add_commands(sub)  # submit, get, cancel
+    keys = sub.add_parser(
+        "keys", help="API keys (kept hashed in GENQ_API_KEYS_FILE, <data dir>/api_keys.json)"
+    )
+    keys.set_defaults(fn=cmd_keys)
+    actions = keys.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="make a key; it is printed once, on stdout")
+    create.add_argument("name", help="letters, digits, '_', '.', '-'; unique")
+    create.add_argument("--rps", type=float, help="requests/s (default GENQ_RATE_LIMIT_RPS)")
+    create.add_argument("--burst", type=int, help="requests at once (GENQ_RATE_LIMIT_BURST)")
+    create.add_argument(
+        "--max-active", type=int, help="jobs queued or running (GENQ_MAX_ACTIVE_JOBS_PER_KEY)"
+    )
+    actions.add_parser("list", help="names, creation times and limits (never the keys)")
+    revoke = actions.add_parser("revoke", help="remove a key")
+    revoke.add_argument("name")
     return p
 
 

@@ -15,6 +15,13 @@ QUEUED_COUNT = KEY_PREFIX + "jobs:queued"
 CANCEL_CHANNEL = KEY_PREFIX + "jobs:cancel"
 # Idempotency-Key -> {"id": job id, "hash": request hash}, kept as long as the job.
 IDEMPOTENCY_KEY = KEY_PREFIX + "idem:{key}"
+# The same for a caller with an API key: each key has its own Idempotency-Keys (names hold no ":").
+OWNER_IDEMPOTENCY_KEY = KEY_PREFIX + "idem-of:{owner}:{key}"
+
+# Per API key (api.auth): its request-rate limiter (GCRA: when its next request is due, in ms),
+# and a set of its jobs' keys that may still be queued or processing (genq.store prunes it).
+RATE_LIMIT_KEY = KEY_PREFIX + "ratelimit:{owner}"
+OWNER_ACTIVE_KEY = KEY_PREFIX + "owner:{owner}:active"
 
 # Jobs in "processing"; each has a lease key while a live worker runs it (renewed by its
 # heartbeat). A processing job without a lease lost its worker: a janitor sends it again.
@@ -60,8 +67,18 @@ def worker_key(name: str) -> str:
     return WORKER_KEY.format(name=name)
 
 
-def idempotency_key(key: str) -> str:
-    return IDEMPOTENCY_KEY.format(key=key)
+def idempotency_key(key: str, owner: str | None = None) -> str:
+    if owner is None:
+        return IDEMPOTENCY_KEY.format(key=key)
+    return OWNER_IDEMPOTENCY_KEY.format(owner=owner, key=key)
+
+
+def rate_limit_key(owner: str) -> str:
+    return RATE_LIMIT_KEY.format(owner=owner)
+
+
+def owner_active_key(owner: str) -> str:
+    return OWNER_ACTIVE_KEY.format(owner=owner)
 
 
 def lease_key(job_id: str) -> str:

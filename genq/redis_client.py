@@ -8,6 +8,8 @@ default pool raises "Too many connections" past 100 instead: measured on a GPU, 
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 import redis
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -47,3 +49,38 @@ def sync_redis(url: str) -> redis.Redis:
         ),
         **_CONNECTION,
     )
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password replaced by ``***``, fit for a log line."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def credentials_problem(url: str) -> str | None:
+    """One readable line when Redis at ``url`` refuses its credentials (no password given where
+    one is needed, a wrong one, an unknown user); None when it takes them, and also when it
+    cannot be reached at all: the roles' own retries wait for a Redis that is still starting.
+    A role checks this before it starts, since a refused password otherwise looks like a
+    connection lost, retried for half a minute (or forever, by Celery) behind a traceback."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        what = (
+            f"refused the password in the URL ({exc})"
+            if urlsplit(url).password
+            else "requires a password and the URL has none"
+        )
+        return (
+            f"Redis at {redacted(url)} {what}: set REDIS_URL to "
+            "redis://:PASSWORD@HOST:PORT/0 (rediss:// for TLS), the password percent-encoded"
+        )
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+    return None

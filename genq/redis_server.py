@@ -2,17 +2,20 @@
 
 `genq up` runs one when ``REDIS_URL`` is unset, and the tests run their own. It listens on
 127.0.0.1 at a free port, keeps its files under ``<data_dir>/redis`` and persists with AOF
-(``appendfsync everysec``), as every Redis this project sets up does.
+(``appendfsync everysec``), as every Redis this project sets up does. With a ``password`` it
+requires it (``requirepass``): other users of the machine reach 127.0.0.1 too.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import time
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -33,19 +36,56 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+PASSWORD_FILE = "password"  # under <data_dir>/redis
+
+
+def load_or_create_password(data_dir: Path) -> str:
+    """The embedded Redis's password kept under ``data_dir`` (made on first use, mode 0600), so
+    that a restart keeps it and a client can read it."""
+    path = Path(data_dir) / "redis" / PASSWORD_FILE
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(password + "\n")
+    return password
+
+
 class EmbeddedRedis:
-    def __init__(self, data_dir: Path, port: int | None = None):
+    def __init__(self, data_dir: Path, port: int | None = None, password: str | None = None):
         self.dir = Path(data_dir) / "redis"
         self.port = port or free_port()
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        """The URL clients connect with, the password included."""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def public_url(self) -> str:
+        """The URL without the password, to print."""
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def _config_file(self) -> list[str]:
+        # The password goes in a file of mode 0600, not on the command line where `ps` shows it.
+        if not self.password:
+            return []
+        path = self.dir / "auth.conf"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            escaped = self.password.replace("\\", "\\\\").replace('"', '\\"')
+            out.write(f'requirepass "{escaped}"\n')
+        return [str(path)]
 
     def command(self) -> list[str]:
         return [
             str(redis_server_binary()),
+            *self._config_file(),
             "--bind",
             "127.0.0.1",
             "--port",
@@ -65,7 +105,9 @@ class EmbeddedRedis:
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_connect_timeout=0.5
+        )
         deadline = time.monotonic() + timeout_s
         while True:
             try:

@@ -250,6 +250,8 @@ class JobRecord(BaseModel):
     # The job's URL as the API that accepted it answered (for webhook payloads).
     url: str | None = None
     batch_id: str | None = None  # the batch it was submitted in (genq.batches), if any
+    # The name of the API key that created it (api.auth); None in dev mode (no keys).
+    owner: str | None = None
     # Not a hash field: the job's deliveries list (genq.store).
     webhook_deliveries: list[WebhookAttempt] = Field(default_factory=list)
 

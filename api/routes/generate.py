@@ -6,6 +6,7 @@ import time
 
 from fastapi import APIRouter
 
+from api.auth import CallerDep
 from api.deps import ServicesDep
 from api.errors import ApiError
 from api.submit import submit_job
@@ -19,12 +20,12 @@ _FAILED_STATUS = {"invalid_input": 422}
 
 @router.post(
     "/generate",
-    responses={s: {"model": ErrorBody} for s in (400, 409, 413, 422, 429, 503, 504)},
+    responses={s: {"model": ErrorBody} for s in (400, 401, 409, 413, 422, 429, 503, 504)},
 )
-async def generate(body: GenerateRequest, svc: ServicesDep) -> GenerateResponse:
+async def generate(body: GenerateRequest, svc: ServicesDep, caller: CallerDep) -> GenerateResponse:
     t0 = time.perf_counter()
     settings = svc.settings
-    record, _ = await submit_job(svc, body.to_input())
+    record, _ = await submit_job(svc, body.to_input(), owner=caller.key_name)
     done = succeeded(
         await svc.waiter.wait(record.id, settings.generate_timeout_s),
         record.id,

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response, status
 
+from api.auth import CallerDep, not_found, owned_job
 from api.cancel import ask_to_stop, canceled_before_run
 from api.deps import ServicesDep
 from api.errors import ApiError
@@ -26,7 +27,7 @@ from genq.webhooks import completed_delivery
 PREFIX = "/v1/jobs"
 router = APIRouter(prefix=PREFIX, tags=["jobs"])
 
-_ERRORS = {s: {"model": ErrorBody} for s in (400, 404, 409, 413, 422, 429, 503)}
+_ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 404, 409, 413, 422, 429, 503)}
 
 MAX_WAIT_S = 60  # the longest ``Prefer: wait`` (as Replicate's API)
 
@@ -80,6 +81,7 @@ async def create_job(
     request: Request,
     response: Response,
     svc: ServicesDep,
+    caller: CallerDep,
     idempotency_key: Annotated[str | None, Header()] = None,
     cancel_after: Annotated[float | None, Header(gt=0, le=MAX_DEADLINE_S)] = None,
     prefer: Annotated[str | None, Header()] = None,
@@ -96,7 +98,12 @@ async def create_job(
     idempotency = None if idempotency_key is None else (idempotency_key, request_hash(body))
     url_template = job_url(request, "{id}")
     record, new = await submit_job(
-        svc, body.to_input(), idempotency, body.webhook_spec(), url_template
+        svc,
+        body.to_input(),
+        idempotency,
+        body.webhook_spec(),
+        url_template,
+        owner=caller.key_name,
     )
     if wait_s is not None:
         record = await waited(svc, record, wait_s, response)
@@ -113,18 +120,21 @@ async def cancel_job(
     request: Request,
     response: Response,
     svc: ServicesDep,
+    caller: CallerDep,
 ) -> JobPublic:
     """A queued job is canceled at once and never runs (200). A running one is aborted inside the
     engine and ends ``canceled`` with its partial output (200 once it has, 202 if it takes longer
     than ``GENQ_CANCEL_WAIT_S``). A finished job: 409."""
     store = svc.store
+    if caller.key_name is not None:
+        await owned_job(svc, caller, job_id)  # 404 for another key's job; its owner never changes
     try:
         await store.transition(
             job_id, [JobStatus.QUEUED], JobStatus.CANCELED, canceled_before_run()
         )
     except TransitionRefused as refused:
         if refused.current is None:
-            raise ApiError(404, "not_found", f"no job with id {job_id!r} (unknown or expired)")
+            raise not_found(job_id)
         if refused.current.is_terminal():
             raise ApiError(409, "conflict", f"job {job_id} already {refused.current.value}")
         await ask_to_stop(store.redis, [job_id])  # running
@@ -142,12 +152,12 @@ async def cancel_job(
     status_code=status.HTTP_202_ACCEPTED,
     responses=_ERRORS,
 )
-async def redeliver_webhook(job_id: str, request: Request, svc: ServicesDep) -> JobPublic:
+async def redeliver_webhook(
+    job_id: str, request: Request, svc: ServicesDep, caller: CallerDep
+) -> JobPublic:
     """Send the finished job's ``completed`` event again (a new attempt with the same
     ``webhook-id``, retried like the first). 409 if the job has no webhook or is not finished."""
-    record = await svc.store.get(job_id)
-    if record is None:
-        raise ApiError(404, "not_found", f"no job with id {job_id!r} (unknown or expired)")
+    record = await owned_job(svc, caller, job_id)
     if record.webhook is None:
         raise ApiError(409, "conflict", f"job {job_id} has no webhook")
     if not record.status.is_terminal():
@@ -164,14 +174,13 @@ async def get_job(
     request: Request,
     response: Response,
     svc: ServicesDep,
+    caller: CallerDep,
     prefer: Annotated[str | None, Header()] = None,
 ) -> JobPublic:
     """The job; while it runs, ``output`` holds its text so far. ``Prefer: wait=N`` (N ≤ 60)
     answers once it is finished or after N seconds, whichever is first."""
     wait_s = prefer_wait(prefer)
-    record = await svc.store.get(job_id)
-    if record is None:
-        raise ApiError(404, "not_found", f"no job with id {job_id!r} (unknown or expired)")
+    record = await owned_job(svc, caller, job_id)
     if wait_s is not None:
         record = await waited(svc, record, wait_s, response)
     return public(request, record)

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
+from api.auth import AUTH_ERRORS, CallerDep
 from api.deps import Services, ServicesDep
 from api.errors import ApiError
 from api.job_stream import JobGone
@@ -44,7 +45,7 @@ from genq.schemas import ErrorBody, JobInput, JobRecord, JobStatus
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
-_ERRORS = {s: {"model": ErrorBody} for s in (404, 409, 413, 422, 429, 503, 504)}
+_ERRORS = {s: {"model": ErrorBody} for s in (404, 409, 413, 422, 429, 503, 504)} | AUTH_ERRORS
 
 
 def model_name(model: str) -> str:
@@ -60,8 +61,8 @@ async def served_models(svc: Services) -> dict[str, list[Any]]:
     return models
 
 
-@router.get("/models")
-async def list_models(svc: ServicesDep) -> ModelList:
+@router.get("/models", responses=AUTH_ERRORS)
+async def list_models(svc: ServicesDep, _: CallerDep) -> ModelList:
     """The models warm workers serve now, OpenAI's shape, with their warm worker counts."""
     return ModelList(
         data=[
@@ -198,13 +199,17 @@ async def _stream(
 
 
 async def _complete(
-    svc: Services, request: Request, body: ChatCompletionRequest | CompletionRequest, chat: bool
+    svc: Services,
+    request: Request,
+    body: ChatCompletionRequest | CompletionRequest,
+    chat: bool,
+    owner: str | None,
 ) -> JSONResponse | StreamingResponse:
     model = await _model(svc, body.model)
     job_input = _job_input(body)
     if body.stream:
         svc.streams.admit()
-    record, _ = await submit_job(svc, job_input)
+    record, _ = await submit_job(svc, job_input, owner=owner)
     headers = {"X-Genq-Job-Id": record.id, "Location": job_url(request, record.id)}
     chunks = _Chunks(chat, record, model)
     if body.stream:
@@ -239,15 +244,15 @@ async def _complete(
 
 @router.post("/chat/completions", response_model=ChatCompletion, responses=_ERRORS)
 async def chat_completions(
-    body: ChatCompletionRequest, request: Request, svc: ServicesDep
+    body: ChatCompletionRequest, request: Request, svc: ServicesDep, caller: CallerDep
 ) -> JSONResponse | StreamingResponse:
     """OpenAI's chat completions, as a genq job (``stream: true``: SSE chunks)."""
-    return await _complete(svc, request, body, chat=True)
+    return await _complete(svc, request, body, True, caller.key_name)
 
 
 @router.post("/completions", response_model=Completion, responses=_ERRORS)
 async def completions(
-    body: CompletionRequest, request: Request, svc: ServicesDep
+    body: CompletionRequest, request: Request, svc: ServicesDep, caller: CallerDep
 ) -> JSONResponse | StreamingResponse:
     """OpenAI's (legacy) text completions, as a genq job (``stream: true``: SSE chunks)."""
-    return await _complete(svc, request, body, chat=False)
+    return await _complete(svc, request, body, False, caller.key_name)

@@ -18,8 +18,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
+from api.auth import AUTH_ERRORS, CallerDep, owned_job
 from api.deps import Services, ServicesDep
-from api.errors import ApiError
 from api.job_stream import JobGone
 from api.routes.jobs import PREFIX, public
 from genq import streams
@@ -71,18 +71,18 @@ async def _events(svc: Services, request: Request, job_id: str, after: str) -> A
         404: {"model": ErrorBody},
         422: {"model": ErrorBody},
         503: {"model": ErrorBody},
-    },
+    }
+    | AUTH_ERRORS,
 )
 async def stream_job(
     job_id: str,
     request: Request,
     svc: ServicesDep,
+    caller: CallerDep,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     after = svc.streams.check_last_event_id(last_event_id)
-    record = await svc.store.get(job_id)
-    if record is None:
-        raise ApiError(404, "not_found", f"no job with id {job_id!r} (unknown or expired)")
+    record = await owned_job(svc, caller, job_id)
     svc.streams.admit()
     if record.status.is_terminal() and not await svc.streams.has_stream(job_id):
         # Finished before its stream existed (a job from an older genq): just the end.

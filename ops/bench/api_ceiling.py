@@ -2,12 +2,15 @@
 beside a trivial FastAPI endpoint on the same machine (ops/bench/trivial_api.py) as the anchor.
 
     .venv/bin/python ops/bench/api_ceiling.py [--connections 16,64] [--seconds 10] [--api-workers 1,2]
+        [--keys]
 
 Load comes from wrk (Debian package ``wrk``), a C load generator, so the client is not what
 limits; it shares the machine's cores with the server, as any load generator on one machine does.
 Each run: a fresh embedded Redis, the server started and warmed for 2 s, then ``--seconds`` of
 load at each connection count. Every accepted job is a real job: its record and its queue message
-are in Redis (checked after each run: jobs queued == 2xx answers).
+are in Redis (checked after each run: jobs queued == 2xx answers). ``--keys`` adds a run with an
+API key configured and sent (api.auth: the key's check, its rate limiter and its active-jobs set
+on every request; limits set too high to refuse any).
 """
 
 from __future__ import annotations
@@ -31,20 +34,36 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from genq.constants import DEFAULT_QUEUE, QUEUED_COUNT  # noqa: E402
+from genq.keys import create_key  # noqa: E402
 from genq.redis_server import EmbeddedRedis, free_port  # noqa: E402
 
 BODY = {"prompt": "Write a story about a lighthouse.", "max_tokens": 64}
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk_script(workdir: Path) -> Path:
-    script = workdir / "post.lua"
+def wrk_script(workdir: Path, headers: dict[str, str]) -> Path:
+    script = workdir / f"post-{len(headers)}.lua"
     script.write_text(
         'wrk.method = "POST"\n'
         f"wrk.body = {json.dumps(json.dumps(BODY))}\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
+        + "".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n" for k, v in headers.items())
     )
     return script
+
+
+def keys_env(workdir: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """The environment of an API with one key, limits too high to refuse anything, and the
+    headers that send the key."""
+    path = workdir / "api_keys.json"
+    path.unlink(missing_ok=True)
+    key = create_key(path, "bench")
+    env = {
+        "GENQ_API_KEYS_FILE": str(path),
+        "GENQ_RATE_LIMIT_RPS": "1e9",
+        "GENQ_RATE_LIMIT_BURST": str(10**9),
+        "GENQ_MAX_ACTIVE_JOBS_PER_KEY": str(10**9),
+    }
+    return env, {"Authorization": f"Bearer {key}"}
 
 
 def run_wrk(url: str, script: Path, connections: int, seconds: float) -> dict:
@@ -85,7 +104,15 @@ def run_wrk(url: str, script: Path, connections: int, seconds: float) -> dict:
     }
 
 
-def serve(kind: str, workers: int, redis_url: str, port: int, log: Path) -> subprocess.Popen:
+def serve(
+    kind: str,
+    workers: int,
+    redis_url: str,
+    port: int,
+    log: Path,
+    extra_env: dict[str, str],
+    headers: dict[str, str],
+) -> subprocess.Popen:
     env = {
         **os.environ,
         "REDIS_URL": redis_url,
@@ -93,8 +120,11 @@ def serve(kind: str, workers: int, redis_url: str, port: int, log: Path) -> subp
         "GENQ_API_WORKERS": str(workers),
         "GENQ_MAX_QUEUED": str(10**9),
         "GENQ_LOG_LEVEL": "WARNING",
+        # No keys unless this run adds them (a keys file under GENQ_DATA_DIR would add some).
+        "GENQ_API_KEYS_FILE": str(log.parent / "no-keys.json"),
+        **extra_env,
     }
-    if kind == "genq":
+    if kind.startswith("genq"):
         cmd = [sys.executable, "-m", "genq.cli", "api"]
     else:
         cmd = [
@@ -116,7 +146,7 @@ def serve(kind: str, workers: int, redis_url: str, port: int, log: Path) -> subp
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.post(url, json=BODY).status_code == 202:
+            if httpx.post(url, json=BODY, headers=headers).status_code == 202:
                 return proc
         except httpx.HTTPError:
             time.sleep(0.1)
@@ -132,27 +162,32 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--api-workers", default="1,2", help="uvicorn processes, each tried")
     p.add_argument("--out", type=Path)
+    p.add_argument("--keys", action="store_true", help="also run genq with an API key")
     args = p.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
 
     work = Path(tempfile.mkdtemp(prefix="genq-api-ceiling-"))
-    script = wrk_script(work)
     server = EmbeddedRedis(work).start()
+    kinds = ["trivial", "genq"] + (["genq-keys"] if args.keys else [])
     client = redis.Redis.from_url(server.url, decode_responses=True)
     rows = []
     try:
         for workers in [int(w) for w in args.api_workers.split(",")]:
-            for kind in ("trivial", "genq"):
+            for kind in kinds:
                 port = free_port()
-                proc = serve(kind, workers, server.url, port, work / f"{kind}.log")
+                extra_env, headers = keys_env(work) if kind == "genq-keys" else ({}, {})
+                script = wrk_script(work, {"Content-Type": "application/json", **headers})
+                proc = serve(
+                    kind, workers, server.url, port, work / f"{kind}.log", extra_env, headers
+                )
                 url = f"http://127.0.0.1:{port}/v1/jobs"
                 try:
                     run_wrk(url, script, 16, 2)  # warm-up
                     for conns in [int(c) for c in args.connections.split(",")]:
                         client.flushdb()
                         result = run_wrk(url, script, conns, args.seconds)
-                        if kind == "genq":
+                        if kind.startswith("genq"):
                             # Every 2xx is a real job: a record and a message on the queue.
                             accepted = result["requests"] - result["non_2xx"]
                             time.sleep(1)  # requests cut off when wrk stopped, now answered
@@ -187,7 +222,10 @@ def main() -> None:
         if r["system"] == "trivial"
     }
     for r in rows:
-        name = "genq `POST /v1/jobs`" if r["system"] == "genq" else "trivial FastAPI endpoint"
+        name = {
+            "genq": "genq `POST /v1/jobs`",
+            "genq-keys": "genq `POST /v1/jobs`, API key",
+        }.get(r["system"], "trivial FastAPI endpoint")
         ratio = r["requests_per_s"] / anchor[(r["workers"], r["connections"])]
         print(
             f"| {name} | {r['workers']} | {r['connections']} | {r['requests_per_s']:.0f} "

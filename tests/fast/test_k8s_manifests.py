@@ -156,6 +156,7 @@ def test_secret_example_holds_placeholders_that_agree() -> None:
         "REDIS_PASSWORD",
         "GENQ_WEBHOOK_SECRET",
         "GENQ_FLOWER_BASIC_AUTH",
+        "GENQ_API_KEYS",
     }
     assert all("CHANGE-ME" in value for value in data.values()), "only placeholders here"
     assert urlsplit(data["REDIS_URL"]).password == data["REDIS_PASSWORD"]
