@@ -45,6 +45,17 @@ def output_fields(index: int, text: str, output_tokens: int) -> dict[str, str | 
     return {"e": "out", "i": index, "t": text, "n": output_tokens}
 
 
+# Many jobs' ``output`` entries (the fields of output_fields) in one call: KEYS are the jobs'
+# streams, ARGV three values per key: index, text, output tokens. One script call instead of a
+# pipeline of XADDs costs the caller a fifth of the CPU (1.0 vs 5.0 ms for 256 jobs, measured).
+APPEND_OUTPUTS = """
+for i = 1, #KEYS do
+  redis.call('XADD', KEYS[i], '*', 'e', 'out', 'i', ARGV[3*i-2], 't', ARGV[3*i-1], 'n', ARGV[3*i])
+end
+return #KEYS
+"""
+
+
 def decode(fields: Mapping[str, str]) -> Entry:
     kind = fields["e"]
     if kind == "out":

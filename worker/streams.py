@@ -1,9 +1,9 @@
-"""Publishing running jobs' output: every ``interval_s``, one pipelined Redis round trip appends
-each running job's new text (since the last flush) to its stream (genq.streams).
+"""Publishing running jobs' output: every ``interval_s``, one Redis call (a script) appends each
+running job's new text (since the last flush) to its stream (genq.streams).
 
 Batched on purpose: a worker at saturation makes thousands of tokens per second over hundreds of
-jobs; one ``XADD`` per job per interval, all in one pipeline, costs the engine's loop little and
-Redis one round trip. Readers (``GET /v1/jobs/{id}/stream``) follow the stream at their own pace:
+jobs, on the same event loop that drives the engine; one ``XADD`` per job per interval, all in
+one script call, costs that loop ~1 ms per flush of 256 jobs here, and Redis one round trip. Readers (``GET /v1/jobs/{id}/stream``) follow the stream at their own pace:
 generation never waits for them. A job's last delta is flushed before its terminal transition
 writes the stream's ``end`` entry, so a reader sees all of the text, then the end.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from genq.constants import stream_key
-from genq.streams import output_fields
+from genq.streams import APPEND_OUTPUTS
 from worker.engine import Progress
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,7 @@ class OutputStreams:
     def __init__(self, redis: Redis, interval_s: float):
         self.redis = redis
         self.interval_s = interval_s
+        self._append = redis.register_script(APPEND_OUTPUTS)
         self._jobs: dict[str, _Watched] = {}
         self._flush_lock = asyncio.Lock()
 
@@ -68,7 +69,8 @@ class OutputStreams:
 
     async def _flush(self, job_ids: list[str]) -> None:
         async with self._flush_lock:
-            pipe = self.redis.pipeline(transaction=False)
+            keys: list[str] = []
+            args: list[str | int] = []
             sent: list[tuple[_Watched, int]] = []
             for job_id in job_ids:
                 job = self._jobs.get(job_id)
@@ -79,15 +81,14 @@ class OutputStreams:
                 text = "".join(pieces[job.sent_pieces : upto])
                 if not text:
                     continue
-                pipe.xadd(
-                    stream_key(job_id),
-                    output_fields(job.index, text, job.progress.output_tokens),
-                )
+                keys.append(stream_key(job_id))
+                args += [job.index, text, job.progress.output_tokens]
                 sent.append((job, upto))
             if not sent:
                 return
-            await pipe.execute()
-            # Only what Redis took counts as sent: a failed flush is sent again whole.
+            await self._append(keys=keys, args=args)
+            # Only what Redis took counts as sent: a failed flush is sent again whole (a reader
+            # skips a delta whose index it has seen: api.job_stream).
             for job, upto in sent:
                 job.sent_pieces = upto
                 job.index += 1
