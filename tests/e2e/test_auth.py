@@ -218,3 +218,40 @@ def test_genq_keys_create_prints_a_key_that_works_and_only_its_hash_is_kept(
         check=True,
     ).stdout
     assert "carol\t" in listed and key not in listed
+
+
+def test_streams_batches_and_the_openai_front_follow_the_same_keys(keyed: KeyedApis) -> None:
+    import openai  # noqa: PLC0415 - the test extra
+
+    api, alice, bob = keyed.urls[0], keyed.keys["alice"], keyed.keys["bob"]
+    job_id = httpx.post(f"{api}/v1/jobs", json=SHORT_JOB, headers=bearer(alice)).json()["id"]
+    assert httpx.get(f"{api}/v1/jobs/{job_id}/stream").status_code == 401
+    assert httpx.get(f"{api}/v1/jobs/{job_id}/stream", headers=bearer(bob)).status_code == 404
+    with httpx.stream(
+        "GET", f"{api}/v1/jobs/{job_id}/stream", headers=bearer(alice), timeout=120
+    ) as stream:
+        assert stream.status_code == 200
+        assert "event: completed" in stream.read().decode()
+
+    batch = httpx.post(
+        f"{api}/v1/batches", json={"items": [SHORT_JOB, SHORT_JOB]}, headers=bearer(alice)
+    )
+    assert batch.status_code == 202, batch.text
+    batch_id, first_job = batch.json()["id"], batch.json()["jobs"][0]["id"]
+    assert httpx.get(f"{api}/v1/batches/{batch_id}", headers=bearer(bob)).status_code == 404
+    assert httpx.post(f"{api}/v1/batches/{batch_id}/cancel", headers=bearer(bob)).status_code == 404
+    assert httpx.get(f"{api}/v1/jobs/{first_job}", headers=bearer(bob)).status_code == 404
+    assert httpx.get(f"{api}/v1/batches/{batch_id}", headers=bearer(alice)).status_code == 200
+    # A batch counts against its key's active jobs: 3 jobs do not fit a key that may have 2.
+    too_many = httpx.post(
+        f"{api}/v1/batches", json={"items": [SHORT_JOB] * 3}, headers=bearer(keyed.keys["busy"])
+    )
+    assert too_many.status_code == 429 and "3 more would not fit" in too_many.text
+
+    client = openai.OpenAI(base_url=f"{api}/v1", api_key=alice, max_retries=0)
+    model = client.models.list().data[0].id
+    completion = client.completions.create(model=model, prompt="Hello", max_tokens=4)
+    job = httpx.get(f"{api}/v1/jobs/{completion.id.split('-', 1)[1]}", headers=bearer(bob))
+    assert job.status_code == 404  # the OpenAI request's job is alice's
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{api}/v1", api_key="gq_wrong", max_retries=0).models.list()
