@@ -33,6 +33,7 @@ from genq.schemas import (
     JobUrls,
     SamplingOptions,
     WebhookAttempt,
+    check_webhook_syntax,
 )
 
 # The most items any batch may have, whatever GENQ_MAX_BATCH_ITEMS says (its upper bound).
@@ -60,12 +61,7 @@ class BatchCreate(SamplingOptions):
     # Last: its validator reads the shared fields above, already validated.
     items: list[JobCreate] = Field(..., min_length=1, max_length=MAX_BATCH_ITEMS_LIMIT)
 
-    @field_validator("webhook")
-    @classmethod
-    def _webhook_syntax(cls, value: str | None) -> str | None:
-        if value is not None:
-            ssrf.parse(value)  # UnsafeUrl is a ValueError: a 422 with its reason
-        return value
+    _webhook_syntax = field_validator("webhook")(check_webhook_syntax)
 
     @model_validator(mode="after")
     def _min_le_max(self) -> BatchCreate:

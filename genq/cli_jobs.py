@@ -148,15 +148,15 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
             ],
         )
     job = client.submit(prompt, messages=messages, webhook=args.webhook, **sampling)
-    if args.stream:
-        return follow(client, job, args.json)
-    if args.wait:
-        job = wait_for(client, job)
-    return show(job, _as_json(args))
+    return _then(client, job, args)
 
 
 def cmd_get(client: Client, args: argparse.Namespace) -> int:
-    job = client.get(args.id)
+    return _then(client, client.get(args.id), args)
+
+
+def _then(client: Client, job: JobPublic, args: argparse.Namespace) -> int:
+    """Follow the job's stream, wait for it, or show it as it is: what --stream/--wait ask."""
     if args.stream:
         return follow(client, job, args.json)
     if args.wait:

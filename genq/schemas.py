@@ -29,6 +29,14 @@ MAX_MESSAGES = 256
 MAX_DEADLINE_S = 7 * 24 * 3600
 
 
+def check_webhook_syntax(value: str | None) -> str | None:
+    """A webhook field's validator: an http(s) URL genq may send to, as far as its syntax tells
+    (where it resolves is checked by the API). UnsafeUrl is a ValueError: a 422 with its reason."""
+    if value is not None:
+        ssrf.parse(value)
+    return value
+
+
 class JobStatus(str, Enum):
     QUEUED = "queued"
     PROCESSING = "processing"
@@ -112,12 +120,7 @@ class JobCreate(SamplingOptions):
         None, min_length=1, max_length=len(EVENTS)
     )
 
-    @field_validator("webhook")
-    @classmethod
-    def _webhook_syntax(cls, value: str | None) -> str | None:
-        if value is not None:
-            ssrf.parse(value)  # UnsafeUrl is a ValueError: a 422 with its reason
-        return value
+    _webhook_syntax = field_validator("webhook")(check_webhook_syntax)
 
     @field_validator("webhook_events_filter")
     @classmethod

@@ -45,7 +45,7 @@ from genq.schemas import ErrorBody, JobInput, JobRecord, JobStatus
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
-_ERRORS = {s: {"model": ErrorBody} for s in (404, 409, 413, 422, 429, 503, 504)} | AUTH_ERRORS
+_ERRORS = {s: {"model": ErrorBody} for s in (400, 404, 409, 413, 422, 429, 503, 504)} | AUTH_ERRORS
 
 
 def model_name(model: str) -> str:
