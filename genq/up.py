@@ -157,8 +157,24 @@ def _print_start_up(api_url: str) -> None:
         )
 
 
+def _is_ready(api_url: str, since: float) -> bool:
+    """``/readyz`` says yes and a worker became warm after ``since``: a worker killed without a
+    goodbye stays listed until its heartbeat key expires, and must not count for its successor."""
+    try:
+        if httpx.get(f"{api_url}/readyz", timeout=1.0).status_code != 200:
+            return False
+        listed = httpx.get(f"{api_url}/v1/workers", timeout=1.0)
+        if listed.status_code == 401:  # API keys are on: /readyz is all it can tell
+            return True
+        workers = listed.json()["workers"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return False
+    return any(w["ready_at"] >= since for w in workers)
+
+
 def _supervise(children: list[Child], api_url: str) -> int:
     ready = False
+    since = 0.0  # a worker warm since then counts as ready (see _is_ready)
     while True:
         time.sleep(0.5)
         for child in children:
@@ -173,12 +189,10 @@ def _supervise(children: list[Child], api_url: str) -> int:
             child.signal_group(signal.SIGKILL)  # its engine core, if it outlived it
             time.sleep(WORKER_RESTART_DELAY_S)
             child.start()
-            ready = False
+            if child.role == "worker":
+                ready, since = False, time.time()
         if not ready:
-            try:
-                ready = httpx.get(f"{api_url}/readyz", timeout=1.0).status_code == 200
-            except httpx.HTTPError:
-                ready = False
+            ready = _is_ready(api_url, since)
             if ready:
                 _print_start_up(api_url)
                 print(
