@@ -163,8 +163,8 @@ def _error(type_: str, message: str) -> bytes:
 async def _stream(
     svc: Services, record: JobRecord, chunks: _Chunks, include_usage: bool
 ) -> AsyncIterator[bytes]:
-    if chunks.chat:
-        yield chunks.chunk("", role=True)  # the role first, as OpenAI does
+    # The chat role rides on the first text, not ahead of it: a client (vllm bench serve) may
+    # take the first chunk's arrival as the time to the first token.
     sent_text = False
     try:
         async for event in svc.streams.follow(record.id):
@@ -180,8 +180,8 @@ async def _stream(
                 )
                 break
             if isinstance(entry, streams.Output):
+                yield chunks.chunk(entry.text, role=chunks.chat and not sent_text)
                 sent_text = True
-                yield chunks.chunk(entry.text)
             elif isinstance(entry, streams.End):
                 done = await svc.store.get(record.id)
                 if done is None:
@@ -190,6 +190,8 @@ async def _stream(
                     yield _error(done.error.type, f"job {done.id} failed: {done.error.message}")
                     break
                 reason = done.output.finish_reason if done.output else None
+                if chunks.chat and not sent_text:
+                    yield chunks.chunk("", role=True)
                 yield chunks.chunk(None, reason or "abort")
                 if include_usage:
                     yield chunks.usage(_usage(done))
