@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Request, Response, status
 
 from api.auth import CallerDep, not_found, owned_job
 from api.cancel import ask_to_stop, canceled_before_run
-from api.deps import ServicesDep
+from api.deps import Services, ServicesDep
 from api.errors import ApiError
 from api.submit import request_hash, submit_job
 from genq.schemas import (
@@ -52,7 +52,7 @@ def prefer_wait(prefer: str | None) -> int | None:
     return None
 
 
-async def waited(svc: ServicesDep, record: JobRecord, wait_s: int, response: Response) -> JobRecord:
+async def waited(svc: Services, record: JobRecord, wait_s: int, response: Response) -> JobRecord:
     """The job once terminal, or as it is after ``wait_s``."""
     response.headers["Preference-Applied"] = f"wait={wait_s}"
     if record.status.is_terminal():
