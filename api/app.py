@@ -18,10 +18,22 @@ from api.errors import install_error_handlers
 from api.job_stream import StreamReaders
 from api.limits import BodySizeLimit
 from api.request_metrics import RequestMetrics
-from api.routes import batches, generate, health, jobs, metrics, openai, queue, stream, workers
+from api.routes import (
+    batches,
+    generate,
+    health,
+    jobs,
+    metrics,
+    models,
+    openai,
+    queue,
+    stream,
+    workers,
+)
 from api.waiter import JobWaiter
 from genq.batch_store import BatchStore
 from genq.celery_config import make_celery
+from genq.models import ModelCatalog
 from genq.redis_client import async_redis
 from genq.settings import ApiSettings, api_settings
 from genq.store import JobStore
@@ -40,8 +52,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     readers = StreamReaders(stream_redis, settings.max_streams)
     access = Access(settings, redis)
     access.announce()  # dev mode: a warning that anyone may use this API
+    models = ModelCatalog(redis, settings.models, settings.default_model, settings.model_forget_s)
     app.state.services = Services(
-        settings, redis, store, batches, waiter, celery, allow, readers, access
+        settings, redis, store, batches, waiter, celery, allow, readers, access, models
     )
     await waiter.start()
     # What the process made to start stays: keep the collector from walking it again and again
@@ -68,6 +81,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(stream.router)
     app.include_router(batches.router)
     app.include_router(openai.router)
+    app.include_router(models.router)
     app.include_router(generate.router)
     # /v1 routes and /generate need a key once any is configured (api.auth); the job routes take
     # the caller as a parameter, these need none.

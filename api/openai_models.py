@@ -191,7 +191,10 @@ class Model(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "genq"
-    warm_workers: int  # genq's own: how many warm workers serve it now
+    # genq's own: how many warm workers serve it now, and how many of its jobs wait to start
+    # (``created``: when the first of those workers became warm; 0 while none is).
+    warm_workers: int
+    queued: int = 0
 
 
 class ModelList(BaseModel):

@@ -1,5 +1,6 @@
-"""Accepting a job: refuse it if the queue is full (or its key has too many jobs active), write
-its record and put its message on the queue, all in one atomic Redis step (genq.store)."""
+"""Accepting a job: find its model (genq.models), refuse it if that model's queue is full (or its
+key has too many jobs active), write its record and put its message on its model's queue, all in
+one atomic Redis step (genq.store)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from api.errors import ApiError
 from api.routes.workers import warm_workers
 from genq import ssrf
 from genq.celery_config import task_message
-from genq.constants import idempotency_key
+from genq.constants import idempotency_key, model_queue
+from genq.models import ModelError
 from genq.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus, WebhookSpec
 from genq.settings import ApiSettings
 from genq.store import JobStore, OwnerBusy, QueueFull
@@ -36,19 +38,29 @@ def request_hash(body: JobCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+async def resolve_model(svc: Services, asked: str | None) -> str:
+    """The model a job goes to; 422 naming the models served when it is not one of them."""
+    try:
+        return await svc.models.resolve(asked)
+    except ModelError as exc:
+        raise ApiError(422, "model_not_found", str(exc)) from None
+
+
 async def overloaded(
-    store: JobStore, settings: ApiSettings, waiting: int, needed: int = 1
+    store: JobStore, settings: ApiSettings, full: QueueFull, needed: int = 1
 ) -> ApiError:
-    # Retry-After: how long the workers need, at their rate of the last minute, to bring the queue
-    # down far enough for the ``needed`` jobs refused (a batch's, or one).
-    rate = sum(w.jobs_per_s for w in await warm_workers(store.redis))
-    excess = waiting + needed - settings.max_queued
+    # Retry-After: how long the model's workers need, at their rate of the last minute, to bring
+    # its queue down far enough for the ``needed`` jobs refused (a batch's, or one).
+    workers = await warm_workers(store.redis)
+    rate = sum(w.jobs_per_s for w in workers if full.model in (None, w.model))
+    excess = full.waiting + needed - settings.max_queued
     retry_after = min(300, max(1, math.ceil(excess / rate))) if rate > 0 else 5
     what = f"; a batch of {needed} does not fit" if needed > 1 else ""
+    of = f" for model {full.model!r}" if full.model is not None else ""
     return ApiError(
         429,
         "overloaded",
-        f"{waiting} jobs are waiting (limit {settings.max_queued}){what}; "
+        f"{full.waiting} jobs are waiting{of} (limit {settings.max_queued}){what}; "
         f"retry after {retry_after} s",
         {"Retry-After": str(retry_after)},
     )
@@ -81,19 +93,23 @@ async def submit_job(
     job_url: str = "",
     *,
     owner: str | None = None,
+    model: str | None = None,
 ) -> tuple[JobRecord, bool]:
     """Returns the job and whether it is new. With ``idempotency=(Idempotency-Key, request
     hash)`` a repeated key returns the job it created (409 if the request differs). A job with a
     ``webhook`` keeps ``job_url`` (its URL, ``{id}`` filled in) for the webhook payloads.
     ``owner``: the caller's key name (api.auth ``Caller.key_name``): only it sees the job, its
-    Idempotency-Keys are its own, and 429 once it has its most active jobs."""
+    Idempotency-Keys are its own, and 429 once it has its most active jobs. ``model``: the one
+    the request names (None: the default); 422 if it is not served."""
     store, settings = svc.store, svc.settings
+    model = await resolve_model(svc, model)
     if webhook is not None:
         await check_webhook(svc, webhook)
     job_id = new_job_id()
     record = JobRecord(
         id=job_id,
         status=JobStatus.QUEUED,
+        model=model,
         created_at=time.time(),
         input=job_input,
         webhook=webhook.url if webhook else None,
@@ -115,14 +131,15 @@ async def submit_job(
     # never accepted without its message. A replay of an Idempotency-Key returns its job even
     # when the queue is full.
     payload = JobPayload(
-        id=record.id, input=job_input, created_at=record.created_at, webhook=webhook
+        id=record.id, input=job_input, created_at=record.created_at, webhook=webhook, model=model
     )
-    message = (settings.queue, task_message(svc.celery, payload, settings.queue))
+    queue = model_queue(settings.queue, model)
+    message = (queue, task_message(svc.celery, payload, queue))
     max_active = svc.access.max_active_jobs(owner) if owner is not None else 2**62
     try:
         existing = await store.create(record, idem, settings.max_queued, message, max_active)
     except QueueFull as full:
-        raise await overloaded(store, settings, full.waiting) from None
+        raise await overloaded(store, settings, full) from None
     except OwnerBusy as busy:
         raise owner_busy(owner, busy.active) from None
     if existing is not None:

@@ -14,6 +14,8 @@ from api.submit import new_job_id, overloaded, owner_busy
 from genq import ssrf
 from genq.batches import BatchCreate, BatchRecord
 from genq.celery_config import task_message
+from genq.constants import model_queue
+from genq.models import ModelError
 from genq.schemas import JobPayload, JobRecord, JobStatus
 from genq.store import OwnerBusy, QueueFull
 
@@ -34,6 +36,19 @@ def _check_size(svc: Services, n: int) -> None:
             f"items: {n} items; more than the queue ever holds "
             f"({svc.settings.max_queued}, GENQ_MAX_QUEUED): split the batch",
         )
+
+
+async def _models(svc: Services, body: BatchCreate) -> list[str]:
+    """Each item's model (an item names its own or inherits the batch's); 422 naming the first
+    item whose model is not served."""
+    resolved: dict[str | None, str] = {}
+    for i, item in enumerate(body.items):
+        if item.model not in resolved:
+            try:
+                resolved[item.model] = await svc.models.resolve(item.model)
+            except ModelError as exc:
+                raise ApiError(422, "model_not_found", f"items.{i}.model: {exc}") from None
+    return [resolved[item.model] for item in body.items]
 
 
 async def _check_webhooks(svc: Services, body: BatchCreate) -> None:
@@ -57,18 +72,20 @@ def _job(
     svc: Services,
     body: BatchCreate,
     i: int,
+    model: str,
     batch_id: str,
     now: float,
     job_url: str,
     owner: str | None,
-) -> tuple[JobRecord, str]:
-    """Item ``i`` as a queued job of the batch, and its queue message."""
+) -> tuple[JobRecord, str, str]:
+    """Item ``i`` as a queued job of the batch (of ``model``), its queue and its message."""
     item = body.items[i]
     webhook = item.webhook_spec()  # an item's own webhook, if it asks for one
     job_input = item.to_input()
     record = JobRecord(
         id=new_job_id(),
         status=JobStatus.QUEUED,
+        model=model,
         created_at=now,
         input=job_input,
         webhook=webhook.url if webhook else None,
@@ -78,8 +95,11 @@ def _job(
     )
     if webhook is not None:
         record.url = job_url.format(id=record.id)
-    payload = JobPayload(id=record.id, input=job_input, created_at=now, webhook=webhook)
-    return record, task_message(svc.celery, payload, svc.settings.queue)
+    payload = JobPayload(
+        id=record.id, input=job_input, created_at=now, webhook=webhook, model=model
+    )
+    queue = model_queue(svc.settings.queue, model)
+    return record, queue, task_message(svc.celery, payload, queue)
 
 
 async def submit_batch(
@@ -91,15 +111,18 @@ async def submit_batch(
     when it is too large or a webhook is refused, 429 when the queue lacks room for all of it or
     the key would have more active jobs than it may."""
     _check_size(svc, len(body.items))
+    models = await _models(svc, body)
     await _check_webhooks(svc, body)
     batch_id = new_job_id()
     now = time.time()
-    jobs = [_job(svc, body, i, batch_id, now, job_url, owner) for i in range(len(body.items))]
+    jobs = [
+        _job(svc, body, i, models[i], batch_id, now, job_url, owner) for i in range(len(body.items))
+    ]
     batch = BatchRecord(
         id=batch_id,
         created_at=now,
         total=len(jobs),
-        jobs=[record.id for record, _ in jobs],
+        jobs=[record.id for record, _, _ in jobs],
         metadata=body.metadata,
         webhook=body.webhook,
         url=batch_url.format(id=batch_id),
@@ -108,12 +131,11 @@ async def submit_batch(
     )
     max_active = svc.access.max_active_jobs(owner) if owner is not None else 2**62
     try:
-        await svc.batches.create(
-            batch, jobs, svc.settings.queue, svc.settings.max_queued, max_active
-        )
+        await svc.batches.create(batch, jobs, svc.settings.max_queued, max_active)
     except QueueFull as full:
-        raise await overloaded(svc.store, svc.settings, full.waiting, len(jobs)) from None
+        needed = sum(1 for m in models if m == full.model)
+        raise await overloaded(svc.store, svc.settings, full, needed) from None
     except OwnerBusy as busy:
         raise owner_busy(owner, busy.active, len(jobs)) from None
     metrics.JOBS_SUBMITTED.inc(len(jobs))
-    return batch, [record for record, _ in jobs]
+    return batch, [record for record, _, _ in jobs]

@@ -35,19 +35,27 @@ from genq.constants import (
     owner_active_key,
 )
 from genq.schemas import JobRecord, JobStatus
-from genq.store import OwnerBusy, QueueFull, encode_record
+from genq.store import OwnerBusy, QueueFull, encode_record, queued_counter
 from genq.webhooks import batch_completed_delivery
 
-# KEYS: the batch hash, the queued counter, the queue's Redis list, then the n job hashes.
-# ARGV: TTL seconds, the most jobs that may wait, n, the owner's set of active jobs ('' for none:
-# genq.store's _CREATE keeps it), the most active jobs it may have, then the batch's field/value
-# count and pairs, then per job: its queue message, its field/value count and pairs. Returns
-# {'full', jobs waiting} or {'busy', the owner's active jobs} with nothing written when the n
-# jobs do not fit under a limit, else {'created', ''}.
+# KEYS: the batch hash, the queued counter of all models, then per job three: its hash, its
+# queue's Redis list, its model's queued counter (genq.store). ARGV: TTL seconds, the most jobs
+# of one model that may wait, n, the owner's set of active jobs ('' for none: genq.store's _CREATE
+# keeps it), the most active jobs it may have, then the batch's field/value count and pairs,
+# then per job: its queue message, its field/value count and pairs. Returns {'full', jobs
+# waiting, the counter} or {'busy', the owner's active jobs} with nothing written when the n jobs
+# do not fit under a limit, else {'created', ''}.
 _CREATE_BATCH = """
 local n = tonumber(ARGV[3])
-local waiting = tonumber(redis.call('GET', KEYS[2]) or '0')
-if waiting + n > tonumber(ARGV[2]) then return {'full', tostring(waiting)} end
+local adding = {}
+for j = 1, n do
+  local counter = KEYS[3 * j + 2]
+  adding[counter] = (adding[counter] or 0) + 1
+end
+for counter, k in pairs(adding) do
+  local waiting = tonumber(redis.call('GET', counter) or '0')
+  if waiting + k > tonumber(ARGV[2]) then return {'full', tostring(waiting), counter} end
+end
 local owner = ARGV[4]
 if owner ~= '' and redis.call('SCARD', owner) + n > tonumber(ARGV[5]) then
   for _, job in ipairs(redis.call('SMEMBERS', owner)) do
@@ -55,23 +63,27 @@ if owner ~= '' and redis.call('SCARD', owner) + n > tonumber(ARGV[5]) then
     if status ~= 'queued' and status ~= 'processing' then redis.call('SREM', owner, job) end
   end
   local active = redis.call('SCARD', owner)
-  if active + n > tonumber(ARGV[5]) then return {'busy', tostring(active)} end
+  if active + n > tonumber(ARGV[5]) then return {'busy', tostring(active), ''} end
 end
 local count = tonumber(ARGV[6])
 redis.call('HSET', KEYS[1], unpack(ARGV, 7, 6 + count))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 local i = 7 + count
 for j = 1, n do
+  local job = KEYS[3 * j]
   count = tonumber(ARGV[i + 1])
-  redis.call('HSET', KEYS[3 + j], unpack(ARGV, i + 2, i + 1 + count))
-  redis.call('EXPIRE', KEYS[3 + j], ARGV[1])
-  redis.call('LPUSH', KEYS[3], ARGV[i])
-  if owner ~= '' then redis.call('SADD', owner, KEYS[3 + j]) end
+  redis.call('HSET', job, unpack(ARGV, i + 2, i + 1 + count))
+  redis.call('EXPIRE', job, ARGV[1])
+  redis.call('LPUSH', KEYS[3 * j + 1], ARGV[i])
+  if owner ~= '' then redis.call('SADD', owner, job) end
   i = i + 2 + count
 end
 if owner ~= '' then redis.call('EXPIRE', owner, ARGV[1]) end
+for counter, k in pairs(adding) do
+  if counter ~= KEYS[2] then redis.call('INCRBY', counter, k) end
+end
 redis.call('INCRBY', KEYS[2], n)
-return {'created', ''}
+return {'created', '', ''}
 """
 
 
@@ -125,29 +137,31 @@ class BatchStore:
     async def create(
         self,
         batch: BatchRecord,
-        jobs: Sequence[tuple[JobRecord, str]],
-        queue: str,
+        jobs: Sequence[tuple[JobRecord, str, str]],
         max_queued: int,
         max_active: int = 2**62,
     ) -> None:
-        """Store the batch and its ``jobs`` (each record with its queue message) and push the
-        messages on ``queue``, in one atomic step: all of it, or, raising :class:`QueueFull`
-        when fewer than ``len(jobs)`` places are left under ``max_queued`` (or
+        """Store the batch and its ``jobs`` (each record with its queue and its message) and push
+        the messages on their queues, in one atomic step: all of it, or, raising
+        :class:`QueueFull` when a model has fewer places left under ``max_queued`` than the
+        batch has jobs of it (or
         :class:`OwnerBusy` when the batch's owner would have more than ``max_active`` jobs
         queued or processing), none of it."""
         owner = owner_active_key(batch.owner) if batch.owner is not None else ""
         args: list[Any] = [self.ttl_s, max_queued, len(jobs), owner, max_active]
         pairs = _batch_pairs(batch)
         args += [len(pairs), *pairs]
-        for record, message in jobs:
+        keys = [batch_key(batch.id), QUEUED_COUNT]
+        models: dict[str, str | None] = {}
+        for record, queue, message in jobs:
             pairs = encode_record(record)
             args += [message, len(pairs), *pairs]
-        outcome, detail = await self._create(
-            keys=[batch_key(batch.id), QUEUED_COUNT, queue, *(job_key(r.id) for r, _ in jobs)],
-            args=args,
-        )
+            counter = queued_counter(record.model)
+            models[counter] = record.model
+            keys += [job_key(record.id), queue, counter]
+        outcome, detail, counter = await self._create(keys=keys, args=args)
         if outcome == "full":
-            raise QueueFull(int(detail))
+            raise QueueFull(int(detail), models[counter])
         if outcome == "busy":
             raise OwnerBusy(int(detail))
 

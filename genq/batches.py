@@ -28,6 +28,7 @@ from pydantic import (
 from genq import ssrf
 from genq.schemas import (
     MAX_DEADLINE_S,
+    MAX_MODEL_NAME_CHARS,
     JobCreate,
     JobStatus,
     JobUrls,
@@ -39,7 +40,7 @@ from genq.schemas import (
 # The most items any batch may have, whatever GENQ_MAX_BATCH_ITEMS says (its upper bound).
 MAX_BATCH_ITEMS_LIMIT = 10_000
 # What an item inherits from the batch when it does not set it itself.
-SHARED_FIELDS = (*SamplingOptions.model_fields, "deadline_s")
+SHARED_FIELDS = (*SamplingOptions.model_fields, "deadline_s", "model")
 
 
 class BatchStatus(str, Enum):
@@ -56,6 +57,8 @@ class BatchCreate(SamplingOptions):
     model_config = ConfigDict(extra="forbid")
 
     deadline_s: float | None = Field(None, gt=0, le=MAX_DEADLINE_S)
+    # The items' model unless an item names its own (unset: the default model).
+    model: str | None = Field(None, min_length=1, max_length=MAX_MODEL_NAME_CHARS)
     metadata: dict[str, Any] | None = None
     webhook: str | None = Field(None, min_length=1, max_length=ssrf.MAX_URL_CHARS)
     # Last: its validator reads the shared fields above, already validated.

@@ -159,11 +159,22 @@ def cmd_flower(_: argparse.Namespace) -> int:
     if settings.flower_persistent:
         settings.flower_db_path().parent.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FLOWER_TASKS_COLUMNS", FLOWER_TASKS_COLUMNS)
-    from genq.celery_config import make_celery, run_celery  # noqa: PLC0415
+    from kombu import Queue  # noqa: PLC0415
 
+    from genq.celery_config import make_celery, run_celery  # noqa: PLC0415
+    from genq.constants import MODELS_KEY  # noqa: PLC0415
+    from genq.models import recent  # noqa: PLC0415
+    from genq.redis_client import sync_redis  # noqa: PLC0415
+
+    app = make_celery(settings, "genq-flower")
+    # Flower lists the queues it knows, and those of the workers it sees: each model's, declared
+    # (GENQ_MODELS) or registered by a worker so far.
+    with sync_redis(settings.broker_url()) as client:
+        registered = recent(client.hgetall(MODELS_KEY), settings.model_forget_s)
+    app.conf.task_queues = [Queue(q) for q in settings.model_queues(registered)]
     # In this process, on genq's own Celery configuration: neither the broker URL nor the
     # password appears on a command line.
-    return run_celery(make_celery(settings, "genq-flower"), args)
+    return run_celery(app, args)
 
 
 def cmd_model(args: argparse.Namespace) -> int:

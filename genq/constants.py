@@ -9,8 +9,14 @@ JOB_KEY = KEY_PREFIX + "job:{job_id}"
 # Pub/sub channel on which the job id is published whenever a job reaches a terminal status.
 JOB_DONE_CHANNEL = KEY_PREFIX + "jobs:done"
 
-# Jobs accepted and not yet started (or canceled): what GENQ_MAX_QUEUED bounds.
+# Jobs accepted and not yet started (or canceled), all models together, and per model: what
+# GENQ_MAX_QUEUED bounds (each model's own, so that a burst on one cannot refuse another's jobs).
 QUEUED_COUNT = KEY_PREFIX + "jobs:queued"
+MODEL_QUEUED_PREFIX = KEY_PREFIX + "jobs:queued:"
+MODEL_QUEUED_COUNT = MODEL_QUEUED_PREFIX + "{model}"
+# The models workers serve (genq.models): a hash, model name -> when a worker of it last said so
+# (unix seconds), written by every worker from its start and by its heartbeat.
+MODELS_KEY = KEY_PREFIX + "models"
 # Pub/sub channel for cancel requests of running jobs: {"id": ..., "reason": ...}.
 CANCEL_CHANNEL = KEY_PREFIX + "jobs:cancel"
 # Idempotency-Key -> {"id": job id, "hash": request hash}, kept as long as the job.
@@ -52,7 +58,8 @@ BATCH_KEY_PREFIX = KEY_PREFIX + "batch:"
 BATCH_KEY = BATCH_KEY_PREFIX + "{batch_id}"
 BATCH_DELIVERIES_KEY = BATCH_KEY + ":deliveries"
 
-# Celery routing.
+# Celery routing. Each model has its own queue, ``<GENQ_QUEUE>.<model name>``
+# (:func:`model_queue`), consumed by its own workers.
 DEFAULT_QUEUE = "genq.generate"
 TASK_GENERATE = "genq.generate"
 WEBHOOK_QUEUE = "genq.webhooks"
@@ -61,6 +68,15 @@ TASK_WEBHOOK = "genq.webhook"
 
 def job_key(job_id: str) -> str:
     return JOB_KEY.format(job_id=job_id)
+
+
+def model_queue(prefix: str, model: str) -> str:
+    """The queue of ``model``'s jobs: ``genq.generate.smollm2-135m-instruct``."""
+    return f"{prefix}.{model}"
+
+
+def model_queued_key(model: str) -> str:
+    return MODEL_QUEUED_COUNT.format(model=model)
 
 
 def worker_key(name: str) -> str:

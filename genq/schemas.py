@@ -27,6 +27,7 @@ MAX_TOKENS_LIMIT = 32_768
 MAX_STOP_SEQUENCES = 16
 MAX_MESSAGES = 256
 MAX_DEADLINE_S = 7 * 24 * 3600
+MAX_MODEL_NAME_CHARS = 128
 
 
 def check_webhook_syntax(value: str | None) -> str | None:
@@ -109,6 +110,8 @@ class JobCreate(SamplingOptions):
 
     prompt: str | None = Field(None, min_length=1)
     messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=MAX_MESSAGES)
+    # A model served here (GET /v1/models); unset: the default model (genq.models).
+    model: str | None = Field(None, min_length=1, max_length=MAX_MODEL_NAME_CHARS)
     metadata: dict[str, Any] | None = None
     # Seconds from acceptance: not started by then -> canceled unrun; running then -> aborted.
     # The Cancel-After header says the same.
@@ -153,6 +156,7 @@ class GenerateRequest(SamplingOptions):
     as one user turn of a chat (the default model is an instruct model), then waited for."""
 
     prompt: str = Field(..., min_length=1)
+    model: str | None = Field(None, min_length=1, max_length=MAX_MODEL_NAME_CHARS)
 
     def to_input(self) -> JobInput:
         return JobInput(
@@ -195,6 +199,7 @@ class JobPayload(BaseModel):
     input: JobInput
     created_at: float  # unix seconds, set by the API when it accepted the job
     webhook: WebhookSpec | None = None
+    model: str | None = None  # the model's name; its queue is the model's (genq.models)
 
     def wants(self, event: str) -> bool:
         return self.webhook is not None and event in self.webhook.events
@@ -239,6 +244,7 @@ class JobRecord(BaseModel):
 
     id: str
     status: JobStatus
+    model: str | None = None  # the model's name (genq.models); None: a job older than models
     created_at: float
     started_at: float | None = None
     completed_at: float | None = None
@@ -275,6 +281,7 @@ class JobPublic(BaseModel):
 
     id: str
     status: JobStatus
+    model: str | None = None
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
@@ -295,6 +302,7 @@ class JobPublic(BaseModel):
         return cls(
             id=record.id,
             status=record.status,
+            model=record.model,
             created_at=_utc(record.created_at),
             started_at=_utc(record.started_at),
             completed_at=_utc(record.completed_at),
@@ -338,7 +346,10 @@ class WorkerInfo(BaseModel):
     """What a warm worker publishes about itself (refreshed by its heartbeat)."""
 
     name: str
-    model: str
+    model: str  # the name it serves (genq.models)
+    model_path: str = ""  # the directory (or hub id) its engine loaded
+    queue: str = ""  # the Celery queue it consumes: its model's
+    devices: str | None = None  # CUDA_VISIBLE_DEVICES, where set (genq worker --gpus)
     concurrency: int
     ready_at: float  # unix seconds: warm, about to consume
     # phase -> seconds: process (interpreter + imports before genq's start-up), model (find or
@@ -355,8 +366,8 @@ class WorkerInfo(BaseModel):
     tokens_per_s: float = 0.0  # output tokens of those jobs per second, same window
 
 
-class QueueStatus(BaseModel):
-    """``GET /v1/queue``: how many jobs wait, how fast the warm workers take them."""
+class QueueRate(BaseModel):
+    """Jobs waiting, and how fast the warm workers take them: all of them, or one model's."""
 
     depth: int  # jobs accepted and not started yet (what GENQ_MAX_QUEUED bounds)
     running: int  # jobs the warm workers run now
@@ -366,3 +377,10 @@ class QueueStatus(BaseModel):
     # depth / jobs_per_s: how long a job submitted now may wait to start; None while no worker
     # has finished a job in the last minute (no rate to go by).
     estimated_wait_s: float | None
+
+
+class QueueStatus(QueueRate):
+    """``GET /v1/queue``: how many jobs wait, how fast the warm workers take them, in all and
+    per model."""
+
+    models: dict[str, QueueRate] = Field(default_factory=dict)

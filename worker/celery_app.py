@@ -11,7 +11,9 @@ from typing import Any
 from celery import Celery, signals
 
 from genq.celery_config import RETRY_ON_REDIS_ERRORS, make_celery, run_worker, send_job
-from genq.constants import TASK_GENERATE
+from genq.constants import TASK_GENERATE, model_queue
+from genq.models import register
+from genq.redis_client import sync_redis
 from genq.schemas import JobPayload
 from genq.settings import WorkerSettings, worker_settings
 from worker import runtime
@@ -40,8 +42,14 @@ def generate(payload: dict[str, Any]) -> dict[str, str]:
 
 
 def _resend(payload: JobPayload) -> None:
-    """Put a job back on the queue (the janitor's way to recover a job whose worker died)."""
-    send_job(app, payload, settings.queue)
+    """Put a job back on its model's queue (the janitor's way to recover a job whose worker
+    died; that job may be another model's)."""
+    queue = (
+        settings.model_queue()
+        if payload.model is None
+        else model_queue(settings.queue, payload.model)
+    )
+    send_job(app, payload, queue)
 
 
 @signals.worker_process_init.connect
@@ -78,4 +86,8 @@ def main() -> int:
     """Run the worker; returns its exit code (an engine that cannot load ends it non-zero)."""
     if settings.worker_http_port is not None:
         health.serve(settings.worker_http_host, settings.worker_http_port)
-    return run_worker(app, NAME, settings.queue, settings.log_level)
+    # The API takes jobs for this model from now on (genq.models): they wait while the engine
+    # loads, rather than being refused.
+    with sync_redis(settings.broker_url()) as client:
+        register(client, settings.served_model())
+    return run_worker(app, NAME, settings.model_queue(), settings.log_level)

@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 
 from genq.constants import CANCEL_CHANNEL, WORKERS_SET, worker_key
 from genq.model import prepare_default_model
+from genq.models import register
 from genq.pubsub import listen_forever
 from genq.redis_client import async_redis
 from genq.schemas import JobPayload, WorkerInfo
@@ -144,7 +145,10 @@ class WorkerRuntime:
         }
         runtime.info = WorkerInfo(
             name=name,
-            model=model,
+            model=settings.served_model(),
+            model_path=model,
+            queue=settings.model_queue(),
+            devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
             concurrency=settings.worker_concurrency,
             ready_at=ready_at,
             startup_s={phase: round(s, 3) for phase, s in startup.items()},
@@ -250,6 +254,7 @@ class WorkerRuntime:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(worker_key(self.name), self.info.model_dump_json(), ex=ttl)
             pipe.sadd(WORKERS_SET, self.name)
+            register(pipe, self.info.model)
             await pipe.execute()
 
     async def _beat_forever(self) -> None:
@@ -280,6 +285,7 @@ class WorkerRuntime:
                 input=record.input,
                 created_at=record.created_at,
                 webhook=record.webhook_spec(),
+                model=record.model,
             )
             await asyncio.get_running_loop().run_in_executor(None, self._resend, payload)
             log.warning("job %s lost its worker %s; sent again", job_id, record.worker)

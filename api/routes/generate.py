@@ -25,7 +25,7 @@ _FAILED_STATUS = {"invalid_input": 422}
 async def generate(body: GenerateRequest, svc: ServicesDep, caller: CallerDep) -> GenerateResponse:
     t0 = time.perf_counter()
     settings = svc.settings
-    record, _ = await submit_job(svc, body.to_input(), owner=caller.key_name)
+    record, _ = await submit_job(svc, body.to_input(), owner=caller.key_name, model=body.model)
     done = succeeded(
         await svc.waiter.wait(record.id, settings.generate_timeout_s),
         record.id,

@@ -104,6 +104,7 @@ async def create_job(
         body.webhook_spec(),
         url_template,
         owner=caller.key_name,
+        model=body.model,
     )
     if wait_s is not None:
         record = await waited(svc, record, wait_s, response)

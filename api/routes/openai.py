@@ -1,5 +1,5 @@
 """The OpenAI-compatible front: ``POST /v1/chat/completions``, ``POST /v1/completions`` and
-``GET /v1/models``, through the queue.
+through the queue (``GET /v1/models`` is api.routes.models).
 
 Each request is an ordinary job (its record, latencies, Flower entry and metrics; its id in the
 ``X-Genq-Job-Id`` header and in the response's ``id``): submitted, then waited for (non-streaming)
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import PurePath
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -31,16 +30,14 @@ from api.openai_models import (
     Completion,
     CompletionChoice,
     CompletionRequest,
-    Model,
-    ModelList,
     Usage,
 )
 from api.routes.generate import succeeded
 from api.routes.jobs import job_url
 from api.routes.stream import SSE_HEADERS
-from api.routes.workers import warm_workers
 from api.submit import submit_job
 from genq import streams
+from genq.models import ModelError, UnknownModel
 from genq.schemas import ErrorBody, JobInput, JobRecord, JobStatus
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -48,43 +45,15 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 _ERRORS = {s: {"model": ErrorBody} for s in (400, 404, 409, 413, 422, 429, 503, 504)} | AUTH_ERRORS
 
 
-def model_name(model: str) -> str:
-    """What a worker's model is called here: a local directory by its last part (as vLLM names
-    a model by what it was given, a hub id stays whole)."""
-    return PurePath(model).name if model.startswith(("/", ".")) else model
-
-
-async def served_models(svc: Services) -> dict[str, list[Any]]:
-    models: dict[str, list[Any]] = {}
-    for worker in await warm_workers(svc.redis):
-        models.setdefault(model_name(worker.model), []).append(worker)
-    return models
-
-
-@router.get("/models", responses=AUTH_ERRORS)
-async def list_models(svc: ServicesDep, _: CallerDep) -> ModelList:
-    """The models warm workers serve now, OpenAI's shape, with their warm worker counts."""
-    return ModelList(
-        data=[
-            Model(id=name, created=int(min(w.ready_at for w in workers)), warm_workers=len(workers))
-            for name, workers in sorted((await served_models(svc)).items())
-        ]
-    )
-
-
 async def _model(svc: Services, asked: str | None) -> str:
-    """The model the request names, checked against what warm workers serve (with none warm,
-    any name is taken: the job waits for a worker)."""
-    served = await served_models(svc)
-    if asked is None:
-        return next(iter(served), "default")
-    if served and asked not in served:
-        raise ApiError(
-            404,
-            "model_not_found",
-            f"model {asked!r} is not served here; models: {', '.join(sorted(served))}",
-        )
-    return asked
+    """The model the request names (None: the default), 404 as OpenAI answers for one not
+    served here (genq's own routes answer 422)."""
+    try:
+        return await svc.models.resolve(asked)
+    except UnknownModel as exc:
+        raise ApiError(404, "model_not_found", str(exc)) from None
+    except ModelError as exc:
+        raise ApiError(422, "invalid_request", str(exc)) from None
 
 
 def _job_input(body: ChatCompletionRequest | CompletionRequest) -> JobInput:
@@ -211,7 +180,7 @@ async def _complete(
     job_input = _job_input(body)
     if body.stream:
         svc.streams.admit()
-    record, _ = await submit_job(svc, job_input, owner=owner)
+    record, _ = await submit_job(svc, job_input, owner=owner, model=model)
     headers = {"X-Genq-Job-Id": record.id, "Location": job_url(request, record.id)}
     chunks = _Chunks(chat, record, model)
     if body.stream:

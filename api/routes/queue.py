@@ -1,5 +1,5 @@
 """``GET /v1/queue``: the jobs waiting, the jobs running, and how long a new job may wait at the
-warm workers' rate of the last minute (from their heartbeats)."""
+warm workers' rate of the last minute (from their heartbeats): in all, and per model."""
 
 from __future__ import annotations
 
@@ -7,21 +7,33 @@ from fastapi import APIRouter
 
 from api.deps import ServicesDep
 from api.routes.workers import warm_workers
-from genq.schemas import QueueStatus
+from genq.constants import QUEUED_COUNT, model_queued_key
+from genq.schemas import QueueRate, QueueStatus, WorkerInfo
 
 router = APIRouter(prefix="/v1/queue", tags=["queue"])
 
 
-@router.get("")
-async def queue_status(svc: ServicesDep) -> QueueStatus:
-    depth = await svc.store.queued_count()
-    workers = await warm_workers(svc.redis)
+def _rate(depth: int, workers: list[WorkerInfo]) -> QueueRate:
     rate = sum(w.jobs_per_s for w in workers)
-    return QueueStatus(
+    return QueueRate(
         depth=depth,
         running=sum(w.jobs_running for w in workers),
         warm_workers=len(workers),
         jobs_per_s=round(rate, 3),
         tokens_per_s=round(sum(w.tokens_per_s for w in workers), 2),
         estimated_wait_s=round(depth / rate, 1) if rate > 0 else None,
+    )
+
+
+@router.get("")
+async def queue_status(svc: ServicesDep) -> QueueStatus:
+    names = await svc.models.known()
+    total, *depths = await svc.redis.mget([QUEUED_COUNT, *(model_queued_key(n) for n in names)])
+    workers = await warm_workers(svc.redis)
+    return QueueStatus(
+        **_rate(int(total or 0), workers).model_dump(),
+        models={
+            name: _rate(int(depth or 0), [w for w in workers if w.model == name])
+            for name, depth in zip(names, depths)
+        },
     )

@@ -40,9 +40,12 @@ async def _closed_loop(jobs: list[dict], concurrency: int, send: Send) -> tuple[
         return done, time.perf_counter() - t0
 
 
-def run_genq(url: str, jobs: list[dict], concurrency: int) -> dict:
+def run_genq(url: str, jobs: list[dict], concurrency: int, keep_records: bool = False) -> dict:
+    """``keep_records``: the result has each job's ``records`` too (model, created, completed,
+    metrics), for per-model sums (ops/bench/scaleout.py)."""
+
     async def send(session: aiohttp.ClientSession, job: dict) -> dict:
-        body = {k: job[k] for k in ("prompt", "max_tokens", "min_tokens")}
+        body = {k: job[k] for k in ("prompt", "max_tokens", "min_tokens", "model") if k in job}
         sent = time.time()
         async with session.post(f"{url}/generate", json=body) as r:
             r.raise_for_status()
@@ -63,7 +66,17 @@ def run_genq(url: str, jobs: list[dict], concurrency: int) -> dict:
     latencies = [r["received"] - r["sent"] for r in results]
     created = [datetime.fromisoformat(r["created_at"]).timestamp() for r in records]
     completed = [datetime.fromisoformat(r["completed_at"]).timestamp() for r in records]
-    return {
+    kept = [
+        {
+            "model": r["model"],
+            "created": c0,
+            "completed": c1,
+            "metrics": m,
+            "total_ms": m["total_ms"],
+        }
+        for r, c0, c1, m in zip(records, created, completed, metrics)
+    ]
+    return ({"records": kept} if keep_records else {}) | {
         "concurrency": concurrency,
         "jobs": len(jobs),
         "seconds": wall,

@@ -21,9 +21,11 @@ import httpx
 import pytest
 import redis
 
-from genq.constants import DEFAULT_QUEUE
+from genq.constants import model_queue
+from genq.model import DEFAULT_MODEL_NAME
 from genq.redis_server import EmbeddedRedis, free_port
 from genq.webhooks import new_secret
+from tests.conftest import MODEL_QUEUE
 
 WORKER_READY_TIMEOUT_S = 300
 
@@ -172,7 +174,7 @@ class ParkedApi:
         """Move every parked message to the workers' queue; returns how many."""
         client = redis.Redis.from_url(self.redis_url)
         moved = 0
-        while client.rpoplpush(self.queue, DEFAULT_QUEUE) is not None:
+        while client.rpoplpush(self.queue, MODEL_QUEUE) is not None:
             moved += 1
         client.close()
         return moved
@@ -192,7 +194,7 @@ def parked_api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, 30, "parked API", api)
-        yield ParkedApi(url, "genq.parked", stack.redis_url)
+        yield ParkedApi(url, model_queue("genq.parked", DEFAULT_MODEL_NAME), stack.redis_url)
     finally:
         stop_role(api)
 

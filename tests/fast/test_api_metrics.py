@@ -18,9 +18,10 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from genq.constants import DEFAULT_QUEUE, QUEUED_COUNT, WEBHOOK_QUEUE
+from genq.constants import QUEUED_COUNT, WEBHOOK_QUEUE, model_queued_key
 from genq.redis_server import EmbeddedRedis, free_port
 from genq.settings import ApiSettings
+from tests.conftest import MODEL_QUEUE
 
 
 def sample(text: str, name: str, labels: str = "") -> float:
@@ -71,7 +72,7 @@ def test_submissions_rejections_latency_and_queue_depth(flushed: str) -> None:
     assert delta("genq_api_request_duration_seconds_count", route) == 1
     assert "/no/such/path" not in text
     # Read from Redis for this scrape: two messages on the jobs' queue, none on the webhooks'.
-    assert sample(text, "genq_queue_length", f'queue="{DEFAULT_QUEUE}"') == 2
+    assert sample(text, "genq_queue_length", f'queue="{MODEL_QUEUE}"') == 2
     assert sample(text, "genq_queue_length", f'queue="{WEBHOOK_QUEUE}"') == 0
     assert sample(text, "genq_jobs_waiting") == 2
     assert sample(text, "genq_api_redis_up") == 1
@@ -79,16 +80,23 @@ def test_submissions_rejections_latency_and_queue_depth(flushed: str) -> None:
 
 
 def test_queue_status_without_workers(flushed: str) -> None:
-    redis.Redis.from_url(flushed).set(QUEUED_COUNT, 3)
-    with TestClient(create_app(ApiSettings(redis_url=flushed))) as client:
-        status = client.get("/v1/queue").json()
-    assert status == {
-        "depth": 3,
+    client = redis.Redis.from_url(flushed)
+    client.set(QUEUED_COUNT, 3)
+    client.set(model_queued_key("b"), 2)
+    settings = ApiSettings(redis_url=flushed, models=["a", "b"])
+    with TestClient(create_app(settings)) as api:
+        status = api.get("/v1/queue").json()
+    idle = {
         "running": 0,
         "warm_workers": 0,
         "jobs_per_s": 0.0,
         "tokens_per_s": 0.0,
         "estimated_wait_s": None,  # no rate to go by
+    }
+    assert status == {
+        "depth": 3,
+        **idle,
+        "models": {"a": {"depth": 0, **idle}, "b": {"depth": 2, **idle}},
     }
 
 

@@ -18,7 +18,6 @@ from redis.asyncio import Redis as AsyncRedis
 from api.app import create_app
 from genq.batches import BatchCreate
 from genq.constants import (
-    DEFAULT_QUEUE,
     QUEUED_COUNT,
     WEBHOOK_SCHEDULE,
     batch_key,
@@ -29,6 +28,7 @@ from genq.schemas import JobOutput, JobStatus
 from genq.settings import ApiSettings, WebhookSettings
 from genq.store import JobStore
 from genq.webhooks import Delivery, batch_completed_delivery, new_secret
+from tests.conftest import MODEL_QUEUE
 from tests.receivers import receiver
 from worker.webhooks import Deliverer
 
@@ -182,8 +182,8 @@ def test_a_batch_is_queued_whole_and_each_item_is_an_ordinary_job(
     assert [j["input"]["metadata"] for j in jobs] == [None, {"row": 1}]
     assert all(j["webhook"] is None for j in jobs)  # no webhook of their own
     # Both messages are on the queue, in item order (the list is consumed from its right).
-    assert sync_redis.llen(DEFAULT_QUEUE) == 2 and sync_redis.get(QUEUED_COUNT) == "2"
-    first = sync_redis.lindex(DEFAULT_QUEUE, -1)
+    assert sync_redis.llen(MODEL_QUEUE) == 2 and sync_redis.get(QUEUED_COUNT) == "2"
+    first = sync_redis.lindex(MODEL_QUEUE, -1)
     assert jobs[0]["id"] in first
 
 
@@ -194,7 +194,7 @@ def test_a_batch_is_refused_whole_with_nothing_enqueued(
         for _ in range(3):
             assert client.post("/v1/jobs", json={"prompt": "x"}).status_code == 202
         before = (
-            sync_redis.llen(DEFAULT_QUEUE),
+            sync_redis.llen(MODEL_QUEUE),
             sync_redis.get(QUEUED_COUNT),
             job_keys(sync_redis),
         )
@@ -220,13 +220,13 @@ def test_a_batch_is_refused_whole_with_nothing_enqueued(
         assert full.json()["error"]["type"] == "overloaded"
         assert int(full.headers["retry-after"]) >= 1
 
-        after = (sync_redis.llen(DEFAULT_QUEUE), sync_redis.get(QUEUED_COUNT), job_keys(sync_redis))
+        after = (sync_redis.llen(MODEL_QUEUE), sync_redis.get(QUEUED_COUNT), job_keys(sync_redis))
         assert after == before
         assert sync_redis.keys("genq:batch:*") == []
 
         # What fits is taken: two places are left.
         assert client.post("/v1/batches", json={"items": items(2)}).status_code == 202
-        assert sync_redis.get(QUEUED_COUNT) == "5" and sync_redis.llen(DEFAULT_QUEUE) == 5
+        assert sync_redis.get(QUEUED_COUNT) == "5" and sync_redis.llen(MODEL_QUEUE) == 5
 
 
 def test_more_items_than_the_queue_ever_holds_is_a_422_not_a_429(
@@ -236,7 +236,7 @@ def test_more_items_than_the_queue_ever_holds_is_a_422_not_a_429(
         response = client.post("/v1/batches", json={"items": items(4)})
     assert response.status_code == 422
     assert "GENQ_MAX_QUEUED" in response.json()["error"]["message"]
-    assert sync_redis.llen(DEFAULT_QUEUE) == 0
+    assert sync_redis.llen(MODEL_QUEUE) == 0
 
 
 def test_the_last_job_to_end_completes_the_batch_once_and_its_webhook_is_sent(
@@ -313,7 +313,7 @@ def test_a_batch_of_1000_is_accepted_in_one_step_well_under_a_second(
         response = client.post("/v1/batches", json=body)
         took = time.perf_counter() - started
     assert response.status_code == 202
-    assert len(response.json()["jobs"]) == 1000 and sync_redis.llen(DEFAULT_QUEUE) == 1000
+    assert len(response.json()["jobs"]) == 1000 and sync_redis.llen(MODEL_QUEUE) == 1000
     assert len(job_keys(sync_redis)) == 1000
     assert all(sync_redis.ttl(job_key(j["id"])) > 0 for j in response.json()["jobs"][:10])
     print(f"batch of 1000 accepted in {took * 1000:.0f} ms")

@@ -17,9 +17,9 @@ import httpx
 import pytest
 import redis
 
-from genq.constants import DEFAULT_QUEUE
 from genq.redis_client import credentials_problem, redacted, sync_redis
 from genq.redis_server import EmbeddedRedis, free_port, load_or_create_password
+from tests.conftest import MODEL_QUEUE
 
 PASSWORD = 'pa:ss/w"rd'  # characters a URL must percent-encode
 
@@ -122,7 +122,7 @@ def test_flower_reads_the_queues_through_the_password(
                 time.sleep(0.2)
         queues = httpx.get(f"http://127.0.0.1:{port}/api/queues/length")
         assert queues.status_code == 200
-        assert {"name": DEFAULT_QUEUE, "messages": 0} in queues.json()["active_queues"]
+        assert {"name": MODEL_QUEUE, "messages": 0} in queues.json()["active_queues"]
         assert PASSWORD not in httpx.get(f"http://127.0.0.1:{port}/broker").text
     finally:
         os.killpg(flower.pid, signal.SIGTERM)
