@@ -40,11 +40,29 @@ def _redis_refuses(role: str, settings: CommonSettings) -> bool:
     return problem is not None
 
 
-def cmd_up(_: argparse.Namespace) -> int:
+def _bad_gpus(gpus: str) -> bool:
+    """Says why, in one line, and returns True when ``gpus`` does not split into engines."""
+    from worker.gpus import GpuSpecError, gpu_groups  # noqa: PLC0415 - stdlib only
+
+    try:
+        gpu_groups(gpus, WorkerSettings().engine_args.get("tensor_parallel_size", 1))
+    except GpuSpecError as exc:
+        print(f"genq: {exc}", file=sys.stderr)
+        return True
+    return False
+
+
+def cmd_up(args: argparse.Namespace) -> int:
     from genq import up  # noqa: PLC0415
 
     settings = UpSettings()
     _logging(settings.log_level)
+    if args.gpus is not None:
+        os.environ["GENQ_WORKER_GPUS"] = args.gpus  # up.run passes its environment on
+    gpus = args.gpus if args.gpus is not None else os.environ.get("GENQ_WORKER_GPUS") or None
+    # Checked here: a worker that exits 2 at once would be restarted by `genq up` forever.
+    if gpus is not None and _bad_gpus(gpus):
+        return 2
     return up.run(settings)
 
 
@@ -97,11 +115,16 @@ def cmd_api(_: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_worker(_: argparse.Namespace) -> int:
+def cmd_worker(args: argparse.Namespace) -> int:
     settings = WorkerSettings()
     _logging(settings.log_level)
+    gpus = args.gpus if args.gpus is not None else settings.worker_gpus
     if _redis_refuses("worker", settings):  # before vLLM's imports, which take seconds
         return 2
+    if gpus is not None:  # a supervisor of one worker per GPU group, not a worker
+        from worker import gpus as supervisor  # noqa: PLC0415 - stdlib only: starts at once
+
+        return supervisor.run(settings, gpus)
     # One process: its metrics live in memory (worker.health). A directory meant for the API's
     # processes would turn vLLM's and genq's metrics into files nobody sums.
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -241,13 +264,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="genq", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser(
+    gpus_help = "one engine process per GPU group on this host, e.g. 0,1 (GENQ_WORKER_GPUS)"
+    up = sub.add_parser(
         "up", help="Redis (embedded unless REDIS_URL), worker, webhooks, API, Flower"
-    ).set_defaults(fn=cmd_up)
-    sub.add_parser("api", help="the HTTP API (uvicorn)").set_defaults(fn=cmd_api)
-    sub.add_parser("worker", help="a Celery worker with a warm vLLM engine").set_defaults(
-        fn=cmd_worker
     )
+    up.add_argument("--gpus", metavar="IDS", help=gpus_help)
+    up.set_defaults(fn=cmd_up)
+    sub.add_parser("api", help="the HTTP API (uvicorn)").set_defaults(fn=cmd_api)
+    worker = sub.add_parser("worker", help="a Celery worker with a warm vLLM engine")
+    worker.add_argument("--gpus", metavar="IDS", help=gpus_help)
+    worker.set_defaults(fn=cmd_worker)
     sub.add_parser(
         "webhooks", help="the webhook sender: signs, delivers and retries webhooks (no engine)"
     ).set_defaults(fn=cmd_webhooks)

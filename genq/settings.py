@@ -212,6 +212,10 @@ class WorkerSettings(CommonSettings):
     # unset: none. Containers use 9100.
     worker_http_port: int | None = Field(None, ge=0, le=65535)
     worker_http_host: str = "0.0.0.0"  # noqa: S104 - set a port only where it should be reached
+    # GPU ids ("0,1"): `genq worker` then supervises one worker per GPU group (worker/gpus.py).
+    worker_gpus: str | None = None
+
+    _gpus_empty_is_unset = field_validator("worker_gpus", mode="before")(_none_if_empty)
     heartbeat_s: float = Field(5.0, gt=0)
     # The hard limit on one job's run: past it the job is aborted (error type "deadline").
     max_job_seconds: float = Field(3600.0, gt=0)
