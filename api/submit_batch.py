@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 
 from api import metrics
 from api.deps import Services
@@ -28,12 +29,17 @@ def _check_size(svc: Services, n: int) -> None:
             "invalid_request",
             f"items: {n} items; a batch has at most {limit} (GENQ_MAX_BATCH_ITEMS)",
         )
+
+
+def _check_fits(svc: Services, models: list[str]) -> None:
+    """422 when the batch has more jobs of one model than its queue ever holds: it could never
+    fit, however long the caller waits (not a 429)."""
+    model, n = Counter(models).most_common(1)[0]
     if n > svc.settings.max_queued:
-        # Could never fit, however long the caller waits: not a 429.
         raise ApiError(
             422,
             "invalid_request",
-            f"items: {n} items; more than the queue ever holds "
+            f"items: {n} items of model {model!r}; more than its queue ever holds "
             f"({svc.settings.max_queued}, GENQ_MAX_QUEUED): split the batch",
         )
 
@@ -112,6 +118,7 @@ async def submit_batch(
     the key would have more active jobs than it may."""
     _check_size(svc, len(body.items))
     models = await _models(svc, body)
+    _check_fits(svc, models)
     await _check_webhooks(svc, body)
     batch_id = new_job_id()
     now = time.time()

@@ -97,7 +97,8 @@ class ModelCatalog:
         refresh_s: float = 1.0,
     ):
         self.redis = redis
-        self.declared = list(declared)
+        # The default counts as declared: jobs that name it go where jobs naming none go.
+        self.declared = list(dict.fromkeys([default, *declared] if default else declared))
         self.default = default
         self.forget_s = forget_s
         self.refresh_s = refresh_s

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from genq.models import served_name
 from genq.redis_server import PASSWORD_FILE, EmbeddedRedis, load_or_create_password
 from genq.settings import UpSettings
 from genq.webhooks import load_or_create_secret
@@ -106,6 +107,12 @@ def run(settings: UpSettings) -> int:
             )
         else:
             env["REDIS_URL"] = str(settings.redis_url)
+        if not env.get("GENQ_MODELS"):
+            # The worker's model: the API takes its jobs from the start, before the worker has
+            # registered it (genq.models).
+            env["GENQ_MODELS"] = served_name(
+                env.get("GENQ_MODEL") or None, env.get("GENQ_MODEL_NAME") or None
+            )
         if not env.get("GENQ_WEBHOOK_SECRET"):
             secret, created = load_or_create_secret(settings.data_dir)
             env["GENQ_WEBHOOK_SECRET"] = secret

@@ -17,7 +17,8 @@ from pydantic import AliasChoices, BaseModel
 from pydantic_settings import BaseSettings
 
 import genq.settings
-from genq.constants import DEFAULT_QUEUE
+from genq.constants import DEFAULT_QUEUE, model_queue
+from genq.models import served_name
 from genq.settings import WorkerSettings
 
 K8S = Path(__file__).resolve().parents[2] / "ops" / "k8s"
@@ -116,8 +117,11 @@ def test_keda_scales_the_worker_deployment_on_the_generate_queue() -> None:
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["type"] == "redis"
     meta = trigger["metadata"]
-    queue = _env(_container("genq-worker")).get("GENQ_QUEUE") or DEFAULT_QUEUE
-    assert meta["listName"] == queue == DEFAULT_QUEUE
+    env = _env(_container("genq-worker"))
+    model = served_name(env.get("GENQ_MODEL"), env.get("GENQ_MODEL_NAME"))
+    queue = model_queue(env.get("GENQ_QUEUE") or DEFAULT_QUEUE, model)
+    assert meta["listName"] == queue
+    assert env["GENQ_MODELS"].split(",")[0] == model  # the API takes its jobs from the start
     # Target: one worker's worth of waiting jobs per worker.
     concurrency = _env(_container("genq-worker"))["GENQ_WORKER_CONCURRENCY"]
     assert meta["listLength"] == concurrency
