@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -140,8 +141,9 @@ def run_case(case: str, args: argparse.Namespace, work: Path) -> dict:
         warm = stack.wait_warm()
         ready_s = time.monotonic() - t0
         print(f"{case}: {len(warm)} engines warm in {ready_s:.0f} s; {len(jobs)} jobs at c={c}")
-        for job in jobs[: args.concurrency]:  # first requests pay one-time kernel builds
-            loadgen.run_genq(stack.url, [job | {"max_tokens": 8, "min_tokens": 8}], 1)
+        # A short round first, every engine full: first requests pay one-time kernel builds.
+        short = [job | {"max_tokens": 8, "min_tokens": 8} for job in jobs[:c]]
+        loadgen.run_genq(stack.url, short, c)
         run = loadgen.run_genq(stack.url, jobs, c, keep_records=True)
     finally:
         stack.stop()
@@ -179,7 +181,7 @@ def table(results: dict[str, dict]) -> str:
         engines = ", ".join(f"{e['model']} ({e['devices']})" for e in r["engines"])
         row(name, engines, r["concurrency"], r["all"])
         for model, s in r.get("per_model", {}).items():
-            row(f"{name}: model {model} alone", model, "-", s)
+            row(f"{name}: its model {model} jobs", model, "-", s)
     if one and "two" in results:
         eff = results["two"]["all"]["tok_s"] / (2 * one)
         lines.append(f"\nscale-out efficiency tok/s(two) / (2 x tok/s(one)) = {eff:.3f}")
@@ -207,19 +209,24 @@ def main() -> None:
         ),
     )
     p.add_argument("--out", type=Path)
+    p.add_argument("--logs", type=Path, help="copy the processes' logs here at the end")
     args = p.parse_args()
     model = os.environ.get("GENQ_MODEL", "the default model")
     result: dict = {"meta": meta(model, args), "cases": {}}
     if args.out and args.out.exists():  # a later call on the same machine adds its cases
         result = json.loads(args.out.read_text())
     work = Path(tempfile.mkdtemp(prefix="genq-scaleout-"))
-    for case in args.cases.split(","):
-        (work / case).mkdir()
-        result["cases"][case] = run_case(case, args, work)
-        if args.out:
-            args.out.write_text(json.dumps(result, indent=1))
-        print(table(result["cases"]), flush=True)
-    print(f"logs: {work}")
+    try:
+        for case in args.cases.split(","):
+            (work / case).mkdir()
+            result["cases"][case] = run_case(case, args, work)
+            if args.out:
+                args.out.write_text(json.dumps(result, indent=1, default=str))
+            print(table(result["cases"]), flush=True)
+    finally:
+        if args.logs:
+            shutil.copytree(work, args.logs, dirs_exist_ok=True)
+    print(f"logs: {args.logs or work}")
 
 
 if __name__ == "__main__":
