@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -136,7 +137,7 @@ def run_case(case: str, args: argparse.Namespace, work: Path) -> dict:
         job["model"] = models[i % len(models)]
     print(f"{case}: starting {workers} ...", flush=True)
     t0 = time.monotonic()
-    stack = Stack(work / case, args, workers)
+    stack = Stack(work, args, workers)
     try:
         warm = stack.wait_warm()
         ready_s = time.monotonic() - t0
@@ -161,35 +162,51 @@ def run_case(case: str, args: argparse.Namespace, work: Path) -> dict:
     return out
 
 
-def table(results: dict[str, dict]) -> str:
-    one = results.get("one", {}).get("all", {}).get("tok_s")
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def table(runs: list[dict]) -> str:
+    """A row per run (and per model of a two-model run), ratios to the median of the ``one``
+    runs; then the ratios the scale-out targets name, from the medians of each case's runs."""
+    by_case: dict[str, list[dict]] = {}
+    for r in runs:
+        by_case.setdefault(r["case"], []).append(r)
+    one = _median([r["all"]["tok_s"] for r in by_case.get("one", [])])
     lines = [
-        "| case | engines (GPUs) | conc. | jobs | tok/s | x one | latency p50/p95 s "
-        "| TTFT p50/p95 s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| case | round | engines (GPUs) | conc. | jobs | tok/s | x one (median) "
+        "| latency p50/p95 s | TTFT p50/p95 s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
 
-    def row(name: str, engines: str, c: int | str, s: dict) -> None:
-        ratio = f"{s['tok_s'] / one:.2f}" if one else "-"
+    def row(name: str, n: int, engines: str, c: int | str, s: dict) -> None:
         lines.append(
-            f"| {name} | {engines} | {c} | {s['jobs']} | {s['tok_s']:.0f} | {ratio} "
+            f"| {name} | {n} | {engines} | {c} | {s['jobs']} | {s['tok_s']:.0f} "
+            f"| {s['tok_s'] / one:.2f} "
             f"| {pct(s['latency_s'], 50):.2f}/{pct(s['latency_s'], 95):.2f} "
             f"| {pct(s['ttft_s'], 50):.2f}/{pct(s['ttft_s'], 95):.2f} |"
         )
 
-    for name, r in results.items():
+    for r in runs:
         engines = ", ".join(f"{e['model']} ({e['devices']})" for e in r["engines"])
-        row(name, engines, r["concurrency"], r["all"])
+        row(r["case"], r["round"], engines, r["concurrency"], r["all"])
         for model, s in r.get("per_model", {}).items():
-            row(f"{name}: its model {model} jobs", model, "-", s)
-    if one and "two" in results:
-        eff = results["two"]["all"]["tok_s"] / (2 * one)
-        lines.append(f"\nscale-out efficiency tok/s(two) / (2 x tok/s(one)) = {eff:.3f}")
-    if one and "models" in results:
-        each = ", ".join(
-            f"{m} {s['tok_s'] / one:.3f}x" for m, s in results["models"]["per_model"].items()
+            row(f"{r['case']}: its model {model} jobs", r["round"], model, "-", s)
+    lines.append("")
+    for case, rs in by_case.items():
+        values = ", ".join(f"{r['all']['tok_s']:.0f}" for r in rs)
+        lines.append(
+            f"{case}: median {_median([r['all']['tok_s'] for r in rs]):.0f} tok/s ({values})"
         )
-        lines.append(f"two models at once, each vs one model alone: {each}")
+    if "two" in by_case:
+        two = _median([r["all"]["tok_s"] for r in by_case["two"]])
+        lines.append(f"scale-out efficiency tok/s(two) / (2 x tok/s(one)) = {two / (2 * one):.3f}")
+    if "models" in by_case:
+        each = ", ".join(
+            f"{m} {_median([r['per_model'][m]['tok_s'] for r in by_case['models']]) / one:.3f}x"
+            for m in by_case["models"][0]["per_model"]
+        )
+        lines.append(f"two models at once, each model's tok/s vs one model alone: {each}")
     return "\n".join(lines)
 
 
@@ -198,6 +215,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--cases", default="one,two,models,tp2")
+    p.add_argument("--rounds", type=int, default=1, help="run the cases, in order, this often")
     p.add_argument("--prompts", type=int, default=1024, help="jobs of case one (others: scaled)")
     p.add_argument("--tokens", type=int, default=256, help="output tokens of each job")
     p.add_argument("--concurrency", type=int, default=256, help="per engine; = its max_num_seqs")
@@ -212,17 +230,19 @@ def main() -> None:
     p.add_argument("--logs", type=Path, help="copy the processes' logs here at the end")
     args = p.parse_args()
     model = os.environ.get("GENQ_MODEL", "the default model")
-    result: dict = {"meta": meta(model, args), "cases": {}}
+    result: dict = {"meta": meta(model, args), "runs": []}
     if args.out and args.out.exists():  # a later call on the same machine adds its cases
         result = json.loads(args.out.read_text())
     work = Path(tempfile.mkdtemp(prefix="genq-scaleout-"))
     try:
-        for case in args.cases.split(","):
-            (work / case).mkdir()
-            result["cases"][case] = run_case(case, args, work)
-            if args.out:
-                args.out.write_text(json.dumps(result, indent=1, default=str))
-            print(table(result["cases"]), flush=True)
+        for _ in range(args.rounds):
+            for case in args.cases.split(","):
+                n = 1 + sum(r["case"] == case for r in result["runs"])
+                (work / f"{case}-{n}").mkdir()
+                result["runs"].append(run_case(case, args, work / f"{case}-{n}") | {"round": n})
+                if args.out:
+                    args.out.write_text(json.dumps(result, indent=1, default=str))
+                print(table(result["runs"]), flush=True)
     finally:
         if args.logs:
             shutil.copytree(work, args.logs, dirs_exist_ok=True)
