@@ -136,7 +136,11 @@ def _as_json(args: argparse.Namespace) -> bool:
 
 
 def cmd_submit(client: Client, args: argparse.Namespace) -> int:
-    sampling: dict[str, Any] = {"max_tokens": args.max_tokens, "temperature": args.temperature}
+    sampling: dict[str, Any] = {
+        "max_tokens": args.max_tokens,
+        "temperature": args.temperature,
+        "model": args.model,
+    }
     sampling = {k: v for k, v in sampling.items() if v is not None}
     prompt, messages = args.prompt, None
     if args.system is not None:
@@ -204,6 +208,7 @@ def add_commands(sub: Any) -> None:
 
     submit = sub.add_parser("submit", parents=[common, follow_], help="submit a prompt as a job")
     submit.add_argument("prompt")
+    submit.add_argument("--model", help="one of the models served (default: the default model)")
     submit.add_argument("--max-tokens", type=int)
     submit.add_argument("--temperature", type=float)
     submit.add_argument("--system", help="a system message: the prompt becomes a chat's user turn")

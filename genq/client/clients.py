@@ -163,7 +163,7 @@ class Client(_Base):
         **sampling: Any,
     ) -> JobPublic:
         """Submit a job (``prompt``, or chat ``messages``) with sampling fields (``max_tokens``,
-        ``temperature``, ...). ``wait``: True until it is finished, a number of seconds at most
+        ``temperature``, ...) and any other field of ``POST /v1/jobs`` (``model``). ``wait``: True until it is finished, a number of seconds at most
         (the job as it is then: check ``status``), None to return at once (queued)."""
         body = job_body(prompt, messages, webhook, webhook_events, metadata, deadline_s, sampling)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None

@@ -23,6 +23,7 @@ from genq.client import (
     OutputEvent,
     StartEvent,
 )
+from genq.model import DEFAULT_MODEL_NAME
 from genq.schemas import JobPublic, JobStatus
 from tests.e2e.conftest import Stack
 
@@ -181,10 +182,12 @@ def genq(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_submit_wait_then_get(stack: Stack, client: Client) -> None:
-    done = genq(stack, "submit", "Say hi.", "--wait", "--max-tokens", "8", "--json")
+    model = ("--model", DEFAULT_MODEL_NAME)
+    done = genq(stack, "submit", "Say hi.", "--wait", "--max-tokens", "8", *model, "--json")
     assert done.returncode == 0, done.stderr
     job = JobPublic.model_validate_json(done.stdout)
     assert job.status is JobStatus.SUCCEEDED and job.output.text
+    assert job.model == DEFAULT_MODEL_NAME
 
     text = genq(stack, "get", job.id, "--text")
     assert text.returncode == 0, text.stderr

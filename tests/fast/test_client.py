@@ -82,7 +82,12 @@ def test_submit_sends_only_the_fields_given_and_returns_the_api_model() -> None:
     server = FakeServer(httpx.Response(202, json=job()))
     with server.client(api_key="k-123") as client:
         result = client.submit(
-            "hi", max_tokens=8, temperature=0.5, idempotency_key="order-1", metadata={"t": 1}
+            "hi",
+            max_tokens=8,
+            temperature=0.5,
+            idempotency_key="order-1",
+            metadata={"t": 1},
+            model="llama-8b",
         )
     assert isinstance(result, JobPublic) and result.status is JobStatus.QUEUED
     (request,) = server.requests
@@ -92,6 +97,7 @@ def test_submit_sends_only_the_fields_given_and_returns_the_api_model() -> None:
         "max_tokens": 8,
         "temperature": 0.5,
         "metadata": {"t": 1},
+        "model": "llama-8b",
     }
     assert request.headers["authorization"] == "Bearer k-123"
     assert request.headers["idempotency-key"] == "order-1"
