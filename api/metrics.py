@@ -102,7 +102,7 @@ class QueueDepths(Collector):
         yield length
         yield GaugeMetricFamily(
             "genq_jobs_waiting",
-            "Jobs accepted and not started yet (what GENQ_MAX_QUEUED bounds)",
+            "Jobs accepted and not started yet, all models (GENQ_MAX_QUEUED bounds each model's)",
             value=self.waiting or 0,
         )
 

@@ -369,7 +369,7 @@ class WorkerInfo(BaseModel):
 class QueueRate(BaseModel):
     """Jobs waiting, and how fast the warm workers take them: all of them, or one model's."""
 
-    depth: int  # jobs accepted and not started yet (what GENQ_MAX_QUEUED bounds)
+    depth: int  # jobs accepted and not started yet (GENQ_MAX_QUEUED bounds each model's)
     running: int  # jobs the warm workers run now
     warm_workers: int
     jobs_per_s: float  # the warm workers' finished jobs per second over the last minute
