@@ -11,6 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from genq.model import DEFAULT_MODEL_NAME
 from tests.e2e.conftest import ParkedApi, Stack, wait_for_job, wait_until
 
 pytestmark = pytest.mark.engine
@@ -151,8 +152,13 @@ def test_queue_status_counts_jobs_kept_waiting(stack: Stack, parked_api: ParkedA
         "jobs_per_s",
         "tokens_per_s",
         "estimated_wait_s",
+        "models",
     }
     assert status["depth"] == 3
+    # All three are the default model's: its own line says the same.
+    mine = status["models"][DEFAULT_MODEL_NAME]
+    assert (mine["depth"], mine["warm_workers"]) == (3, 1)
+    assert mine["estimated_wait_s"] == status["estimated_wait_s"]
     assert status["running"] == 0
     assert status["warm_workers"] == 1
     assert status["jobs_per_s"] > 0 and status["tokens_per_s"] > 0

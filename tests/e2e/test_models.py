@@ -14,7 +14,7 @@ import openai
 import pytest
 import redis
 
-from genq.constants import model_queue
+from genq.constants import MODELS_KEY, model_queue
 from genq.model import DEFAULT_MODEL_NAME
 from tests.e2e.conftest import (
     WORKER_READY_TIMEOUT_S,
@@ -60,6 +60,8 @@ def second_model(stack: Stack) -> Iterator[SecondModel]:
         yield SecondModel(name, before)
     finally:
         stop_role(worker)
+        # The later modules' stack serves one model again (a registration stays a week).
+        redis.Redis.from_url(stack.redis_url).hdel(MODELS_KEY, B)
 
 
 def submit(stack: Stack, **body: object) -> str:
