@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from redis.asyncio import Redis
 
 from genq.redis_server import EmbeddedRedis
@@ -19,6 +20,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
     server = EmbeddedRedis(Path(tmp_path_factory.mktemp("fast-redis"))).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def sync_redis(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
+    """A blocking client on a flushed Redis (decoded strings)."""
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -102,14 +101,6 @@ def test_bad_batches_are_refused_naming_the_field(body: dict, loc: tuple | None)
 
 
 # -- the API, a real Redis, no worker ---------------------------------------------------------
-
-
-@pytest.fixture
-def sync_redis(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 def api(redis_server: EmbeddedRedis, **overrides) -> TestClient:

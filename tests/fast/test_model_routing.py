@@ -7,9 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
 
-import pytest
 import redis
 from fastapi.testclient import TestClient
 from redis.asyncio import Redis
@@ -28,14 +26,6 @@ from genq.settings import ApiSettings
 from genq.store import JobStore
 
 QUEUE_A, QUEUE_B = "genq.generate.a", "genq.generate.b"
-
-
-@pytest.fixture
-def sync_redis(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 def api(redis_server: EmbeddedRedis, **overrides) -> TestClient:
