@@ -1,4 +1,4 @@
-"""The OpenAI-compatible front: ``POST /v1/chat/completions``, ``POST /v1/completions`` and
+"""The OpenAI-compatible front: ``POST /v1/chat/completions`` and ``POST /v1/completions``,
 through the queue (``GET /v1/models`` is api.routes.models).
 
 Each request is an ordinary job (its record, latencies, Flower entry and metrics; its id in the
