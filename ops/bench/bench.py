@@ -206,6 +206,7 @@ def main() -> None:
     p.add_argument("--mix-max-output", type=int, default=512)
     p.add_argument("--worker-concurrency", type=int, default=64, help="= the engine's max_num_seqs")
     p.add_argument("--seed-requests", type=int, default=8)
+    p.add_argument("--seed-curls", type=int, default=21, help="the seed's curl, first and after")
     p.add_argument("--jobs-per-slot", type=int, default=4, help="jobs run at c: c x this")
     p.add_argument(
         "--profile-worker", metavar="PY_SPY", help="py-spy binary: profile the busiest level"
@@ -299,7 +300,7 @@ def run_genq_stack(
         stack.wait_ready()
         result["ready_s"] = time.monotonic() - t0
         result["worker"] = stack.worker_info()
-        result["seed_curl_s"] = seed_curl(stack.url)
+        result["seed_curl_s"] = seed_curl(stack.url, args.seed_curls)
         if "genq_openai" in systems:
             (model,) = [m["id"] for m in httpx.get(f"{stack.url}/v1/models").json()["data"]]
             result["genq_openai"] = []
@@ -346,10 +347,10 @@ def run_genq_stack(
         stack.stop()
 
 
-def seed_curl(url: str) -> list[float]:
-    """The seed's request after warm-up: the first one, then 20 more."""
+def seed_curl(url: str, n: int) -> list[float]:
+    """The seed's request after warm-up: the first one, then the others."""
     times = []
-    for _ in range(21):
+    for _ in range(n):
         t1 = time.perf_counter()
         httpx.post(f"{url}/generate", json=SEED_BODY, timeout=60).raise_for_status()
         times.append(time.perf_counter() - t1)
