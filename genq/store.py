@@ -88,6 +88,13 @@ end
 return {'created', ''}
 """
 
+# A queued job that leaves the queue (started, or ended unrun) leaves the waiting counts: all
+# models' (KEYS[2]) and its own model's, named by its hash (KEYS[1]). Shared by _TRANSITION and
+# _CLAIM.
+_LEAVE_QUEUE = f"""redis.call('DECR', KEYS[2])
+  local model = redis.call('HGET', KEYS[1], 'model')
+  if model then redis.call('DECR', '{MODEL_QUEUED_PREFIX}' .. model) end"""
+
 # KEYS: the job hash, the queued counter, the processing set, the job's lease, the webhook
 # schedule, the job's output stream. ARGV: allowed current statuses (space separated), new
 # status, channel to publish the job id on ('' for none), job id, TTL seconds ('' to keep), the
@@ -105,9 +112,7 @@ end
 if not allowed then return {0, current} end
 if ARGV[6] ~= '' and redis.call('HGET', KEYS[1], 'worker') ~= ARGV[6] then return {0, current} end
 if current == 'queued' then
-  redis.call('DECR', KEYS[2])
-  local model = redis.call('HGET', KEYS[1], 'model')
-  if model then redis.call('DECR', '$MODEL_QUEUED_PREFIX' .. model) end
+  $LEAVE_QUEUE
 end
 if current == 'processing' and ARGV[2] ~= 'processing' then
   redis.call('SREM', KEYS[3], ARGV[4])
@@ -136,9 +141,7 @@ if bkey and redis.call('EXISTS', bkey) == 1 and redis.call('HINCRBY', bkey, 'pen
   if delivery then redis.call('ZADD', KEYS[5], ARGV[8], delivery) end
 end
 return {1, current}
-""".replace("$BATCH_KEY_PREFIX", BATCH_KEY_PREFIX).replace(
-    "$MODEL_QUEUED_PREFIX", MODEL_QUEUED_PREFIX
-)
+""".replace("$BATCH_KEY_PREFIX", BATCH_KEY_PREFIX).replace("$LEAVE_QUEUE", _LEAVE_QUEUE)
 
 # Claim a job for a worker: from "queued", or from "processing" whose lease lapsed (its worker
 # died). KEYS: the job hash, the queued counter, the processing set, the job's lease, the job's
@@ -150,9 +153,7 @@ if not current then return {0, ''} end
 if current == 'processing' then
   if redis.call('EXISTS', KEYS[4]) == 1 then return {0, current} end
 elseif current == 'queued' then
-  redis.call('DECR', KEYS[2])
-  local model = redis.call('HGET', KEYS[1], 'model')
-  if model then redis.call('DECR', '$MODEL_QUEUED_PREFIX' .. model) end
+  $LEAVE_QUEUE
 else
   return {0, current}
 end
@@ -163,7 +164,7 @@ redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[3])
 redis.call('XADD', KEYS[5], '*', 'e', 'start', 'a', attempts)
 redis.call('EXPIRE', KEYS[5], ARGV[5])
 return {1, attempts}
-""".replace("$MODEL_QUEUED_PREFIX", MODEL_QUEUED_PREFIX)
+""".replace("$LEAVE_QUEUE", _LEAVE_QUEUE)
 
 # Processing jobs whose lease lapsed and that no janitor resent lately. KEYS: the processing set.
 # ARGV: the key prefix, seconds before the same job may be resent again.

@@ -72,7 +72,6 @@ def run_genq(url: str, jobs: list[dict], concurrency: int, keep_records: bool = 
             "created": c0,
             "completed": c1,
             "metrics": m,
-            "total_ms": m["total_ms"],
         }
         for r, c0, c1, m in zip(records, created, completed, metrics)
     ]

@@ -123,7 +123,7 @@ def summarize(run: dict, records: list[dict], model: str | None = None) -> dict:
         "output_tokens": tokens,
         "server_seconds": completed - created,
         "tok_s": tokens / (completed - created),
-        "latency_s": [r["total_ms"] / 1000 for r in mine],
+        "latency_s": [r["metrics"]["total_ms"] / 1000 for r in mine],
         "ttft_s": [(r["metrics"]["queue_ms"] + r["metrics"]["ttft_ms"]) / 1000 for r in mine],
         "client_tok_s": run["output_tokens"] / run["seconds"] if model is None else None,
     }
