@@ -200,6 +200,8 @@ class JobPayload(BaseModel):
     created_at: float  # unix seconds, set by the API when it accepted the job
     webhook: WebhookSpec | None = None
     model: str | None = None  # the model's name; its queue is the model's (genq.models)
+    # Sent again by a janitor (its worker died): the worker claims it before the engine sees it.
+    resent: bool = False
 
     def wants(self, event: str) -> bool:
         return self.webhook is not None and event in self.webhook.events

@@ -7,7 +7,8 @@ One hash per job, ``genq:job:<id>``: ``status``, ``created_at``, ``started_at``,
 ``genq:job:<id>:deliveries`` (one JSON object each), read with the hash when it has a webhook.
 Every status change is one Lua script, so it is atomic and checked: a job moves only from the
 states the caller names (a canceled job is never started; a finished job is never finished twice),
-and reaching a terminal state publishes the job id on ``genq:jobs:done`` in the same step, and, when
+and reaching a terminal state publishes the job id and the record on ``genq:jobs:done`` in the
+same step (a waiting API process answers from the message, without reading the record back), and, when
 the job's webhook wants ``completed``, schedules that delivery (genq.webhooks) in the same step.
 The same scripts keep ``genq:jobs:queued``, the number of jobs waiting to start, exact (and each
 model's own, ``genq:jobs:queued:<model>``, for a job whose ``model`` field names it), and mark
@@ -99,7 +100,10 @@ _LEAVE_QUEUE = f"""redis.call('DECR', KEYS[2])
 # schedule, the job's output stream. ARGV: allowed current statuses (space separated), new
 # status, channel to publish the job id on ('' for none), job id, TTL seconds ('' to keep), the
 # worker that must own the job ('' for any), the ``completed`` delivery to schedule if the job's
-# webhook wants it ('' for none), the time to schedule it at, then field/value pairs. Returns
+# webhook wants it ('' for none), the time to schedule it at, the job's last ``output`` stream
+# entry as index ('' for none), text and output tokens (worker.streams: written in this step,
+# just before the stream's end), then field/value pairs. The message published is the job id, a
+# space, and the hash after the change as a JSON array of fields and values. Returns
 # {1, previous status} when applied, {0, current status} when refused ('' if no such job). A job of a batch (field batch_id) that ends counts its batch down; the
 # batch's last job completes it, in this same step, so exactly once (genq.batch_store).
 _TRANSITION = """
@@ -118,7 +122,10 @@ if current == 'processing' and ARGV[2] ~= 'processing' then
   redis.call('SREM', KEYS[3], ARGV[4])
   redis.call('DEL', KEYS[4])
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], unpack(ARGV, 9))
+redis.call('HSET', KEYS[1], 'status', ARGV[2], unpack(ARGV, 12))
+if ARGV[9] ~= '' then
+  redis.call('XADD', KEYS[6], '*', 'e', 'out', 'i', ARGV[9], 't', ARGV[10], 'n', ARGV[11])
+end
 if ARGV[5] ~= '' then
   redis.call('EXPIRE', KEYS[1], ARGV[5])
   redis.call('XADD', KEYS[6], '*', 'e', 'end', 's', ARGV[2])
@@ -130,7 +137,9 @@ if ARGV[7] ~= '' then
     redis.call('ZADD', KEYS[5], ARGV[8], ARGV[7])
   end
 end
-if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
+if ARGV[3] ~= '' then
+  redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. cjson.encode(redis.call('HGETALL', KEYS[1])))
+end
 -- batch: the last job of a batch to end sets its completed_at and schedules its webhook
 local batch = ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'batch_id')
 local bkey = batch and '$BATCH_KEY_PREFIX' .. batch
@@ -212,6 +221,16 @@ def encode_record(record: JobRecord) -> list[str]:
     for name, value in _encode(fields).items():
         pairs += [name, value]
     return pairs
+
+
+def decode_done_message(data: str) -> tuple[str, dict[str, str] | None]:
+    """A ``genq:jobs:done`` message -> the job id and its hash as the terminal transition left
+    it (None from a publisher that sent the id alone)."""
+    job_id, _, rest = data.partition(" ")
+    if not rest:
+        return job_id, None
+    flat = json.loads(rest)
+    return job_id, dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def decode_record(raw: Mapping[str, str], deliveries: Iterable[str] = ()) -> JobRecord:
@@ -337,12 +356,15 @@ class JobStore:
         to: JobStatus,
         fields: Mapping[str, Any] | None = None,
         owner: str | None = None,
+        last_output: streams.Output | None = None,
     ) -> JobStatus:
         """Move the job to ``to`` and set ``fields``, atomically, if it is in ``allowed_from``
         (and, with ``owner``, still held by that worker). Returns the status it had; raises
-        :class:`TransitionRefused` otherwise."""
+        :class:`TransitionRefused` otherwise. ``last_output``: the job's last text delta, added
+        to its output stream in the same step, before the stream's end (one round trip where a
+        flush and then the transition took two)."""
         applied, current = await self._transition(
-            **self._transition_call(job_id, allowed_from, to, fields, owner)
+            **self._transition_call(job_id, allowed_from, to, fields, owner, last_output)
         )
         if not int(applied):
             raise TransitionRefused(job_id, current or None)
@@ -373,6 +395,7 @@ class JobStore:
         to: JobStatus,
         fields: Mapping[str, Any] | None,
         owner: str | None,
+        last_output: streams.Output | None = None,
     ) -> dict[str, list[Any]]:
         pairs: list[str] = []
         for name, value in _encode(fields or {}).items():
@@ -396,6 +419,11 @@ class JobStore:
                 owner or "",
                 completed_delivery(job_id).encode() if terminal else "",
                 repr(time.time()),
+                *(
+                    ("", "", "")
+                    if last_output is None
+                    else (last_output.index, last_output.text, last_output.output_tokens)
+                ),
                 *pairs,
             ],
         }

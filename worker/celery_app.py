@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Celery, signals
+from celery import Celery, Task, signals
 
 from genq.celery_config import RETRY_ON_REDIS_ERRORS, make_celery, run_worker, send_job
 from genq.constants import TASK_GENERATE, model_queue
@@ -35,15 +35,18 @@ health = WorkerHealth()
 
 # A job sent back to the queue on a Redis outage is safe to run again: it runs only from
 # "queued" (genq.store), so a copy is skipped.
-@app.task(name=TASK_GENERATE, **RETRY_ON_REDIS_ERRORS)
-def generate(payload: dict[str, Any]) -> dict[str, str]:
+@app.task(name=TASK_GENERATE, bind=True, **RETRY_ON_REDIS_ERRORS)
+def generate(self: Task, payload: dict[str, Any]) -> dict[str, str]:
     """validate -> run on the shared engine -> persist (all in the runtime)."""
-    return runtime.current().execute(payload)
+    # kombu marks a message it restored from a dead consumer's unacknowledged ones.
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+    return runtime.current().execute(payload, redelivered)
 
 
 def _resend(payload: JobPayload) -> None:
     """Put a job back on its model's queue (the janitor's way to recover a job whose worker
     died; that job may be another model's)."""
+    payload = payload.model_copy(update={"resent": True})
     queue = (
         settings.model_queue()
         if payload.model is None

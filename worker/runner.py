@@ -125,10 +125,13 @@ async def run_job(
     engine: GeneratingEngine,
     options: RunOptions,
     running: dict[str, RunningJob] | None = None,
+    claim_first: bool = False,
 ) -> JobStatus:
     """Returns the status the job ended in (or had, if another worker or a cancel got there
     first). A job past its deadline is canceled unrun; a running one is aborted at its deadline
-    or after ``max_job_s``, whichever comes first."""
+    or after ``max_job_s``, whichever comes first. The engine starts on a job as its claim is
+    sent, unless ``claim_first``: a job delivered again after its worker died may be one that
+    kills engines, and only the claim counts its starts (``max_attempts``)."""
     running = {} if running is None else running
     entry = running[payload.id] = RunningJob()
     max_job_s = options.max_job_s
@@ -140,7 +143,7 @@ async def run_job(
         loop = asyncio.get_running_loop()
         timer = loop.call_later(max(0.0, min(limit_s)), entry.cancel, "deadline")
     try:
-        return await _run(payload, store, engine, options, entry)
+        return await _run(payload, store, engine, options, entry, claim_first)
     finally:
         if entry.claimed:
             options.first_batch.open = False
@@ -157,6 +160,7 @@ async def _run(
     engine: GeneratingEngine,
     options: RunOptions,
     entry: RunningJob,
+    claim_first: bool,
 ) -> JobStatus:
     started_at = time.time()
     deadline = payload.input.deadline_s
@@ -178,13 +182,26 @@ async def _run(
             return refused.current or JobStatus.FAILED
         _tell(options, JobEnd(JobStatus.CANCELED, started_at - payload.created_at, None, None, 0))
         return JobStatus.CANCELED
+    claim = asyncio.ensure_future(
+        store.claim(payload.id, options.worker, started_at, options.lease_s)
+    )
+    if not claim_first:
+        # A first delivery: the engine starts on it while Redis confirms the claim (one round
+        # trip less before its first token); a job that is not ours after all is aborted there.
+        entry.task = asyncio.ensure_future(
+            engine.generate(payload.id, payload.input, entry.progress)
+        )
     try:
-        attempts = await store.claim(payload.id, options.worker, started_at, options.lease_s)
+        attempts = await claim
     except TransitionRefused as refused:
         # Canceled while queued, expired, run by a live worker, or a redelivery of a job that
         # already ran: skip it.
+        await _abandon(entry.task)
         log.info("job %s not started: it is %s", payload.id, refused.current or "unknown")
         return refused.current or JobStatus.FAILED
+    except BaseException:
+        await _abandon(entry.task)
+        raise
     entry.claimed = True
     first_batch = options.first_batch.join(started_at)
     if payload.wants("start"):
@@ -192,6 +209,8 @@ async def _run(
 
     end = functools.partial(_end, store, payload, options, first_batch, started_at)
     queue_ms = _ms(started_at - payload.created_at)
+    if attempts > options.max_attempts or entry.cancel_reason is not None:
+        await _abandon(entry.task)
     if attempts > options.max_attempts:
         return await end(
             JobStatus.FAILED,
@@ -209,7 +228,10 @@ async def _run(
             None,
             JobError(type=entry.cancel_reason, message=_why(entry, ran=False)),
         )
-    entry.task = asyncio.ensure_future(engine.generate(payload.id, payload.input, entry.progress))
+    if entry.task is None:
+        entry.task = asyncio.ensure_future(
+            engine.generate(payload.id, payload.input, entry.progress)
+        )
     if options.streams is not None:
         options.streams.watch(payload.id, entry.progress)
     streamer = None
@@ -255,6 +277,14 @@ async def _run(
             JobError(type="engine_error", message=f"{type(exc).__name__}: {exc}"),
         )
     return await end(JobStatus.SUCCEEDED, queue_ms, result, None)
+
+
+async def _abandon(task: asyncio.Future[GenerationResult] | None) -> None:
+    """Cancel an engine request started ahead of its claim (vLLM aborts it) and wait until it is
+    gone, whatever it raised."""
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _schedule(store: JobStore, delivery: Delivery) -> None:
@@ -326,11 +356,17 @@ async def _end(
         ).model_dump()
     if error is not None:
         fields["error"] = error.model_dump()
+    last_output = None
     if options.streams is not None:
-        await options.streams.close(payload.id)  # all of its text, before the stream's end
+        last_output = await options.streams.close(payload.id)
     try:
         await store.transition(
-            payload.id, [JobStatus.PROCESSING], status, fields, owner=options.worker
+            payload.id,
+            [JobStatus.PROCESSING],
+            status,
+            fields,
+            owner=options.worker,
+            last_output=last_output,  # all of its text, before the stream's end
         )
     except TransitionRefused as refused:
         # Our lease lapsed (a stall longer than the lease) and another worker took the job over,

@@ -182,13 +182,16 @@ class WorkerRuntime:
 
     # -- jobs -------------------------------------------------------------------------------
 
-    def execute(self, payload: dict[str, Any]) -> dict[str, str]:
-        """Called by a Celery task thread: run the job on the engine loop and wait for it."""
+    def execute(self, payload: dict[str, Any], redelivered: bool = False) -> dict[str, str]:
+        """Called by a Celery task thread: run the job on the engine loop and wait for it. A job
+        sent again after its worker died (``redelivered`` by kombu, or ``resent`` by a janitor)
+        is claimed before the engine sees it (worker.runner)."""
         job = JobPayload.model_validate(payload)
         assert self._store is not None
+        claim_first = redelivered or job.resent
         try:
             status = self.engine.submit(
-                run_job(job, self._store, self.engine, self.options, self.running)
+                run_job(job, self._store, self.engine, self.options, self.running, claim_first)
             ).result()
         except EngineFailed as exc:
             self.die(f"the engine died while running job {job.id}: {exc}")

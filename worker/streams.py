@@ -5,7 +5,8 @@ Batched on purpose: a worker at saturation makes thousands of tokens per second 
 jobs, on the same event loop that drives the engine; one ``XADD`` per job per interval, all in
 one script call, costs that loop ~1 ms per flush of 256 jobs here, and Redis one round trip. Readers (``GET /v1/jobs/{id}/stream``) follow the stream at their own pace:
 generation never waits for them. A job's last delta is flushed before its terminal transition
-writes the stream's ``end`` entry, so a reader sees all of the text, then the end.
+writes the stream's ``end`` entry, in the same Redis step, so a reader sees all of the text,
+then the end.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from genq.constants import stream_key
-from genq.streams import APPEND_OUTPUTS
+from genq.streams import APPEND_OUTPUTS, Output
 from worker.engine import Progress
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,8 @@ class _Watched:
 
 class OutputStreams:
     """Runs on the engine loop (like every job), so ``watch``/``close`` need no locks of their
-    own; the flush lock only keeps two flushes' pipelines from overtaking each other."""
+    own; the flush lock keeps two flushes from overtaking each other, and a job's last delta
+    (written by its terminal transition) from overtaking a flush on its way."""
 
     def __init__(self, redis: Redis, interval_s: float):
         self.redis = redis
@@ -48,16 +50,18 @@ class OutputStreams:
         """Stop publishing the job without flushing (it is handed back, not ended)."""
         self._jobs.pop(job_id, None)
 
-    async def close(self, job_id: str) -> None:
-        """Flush the job's last text and stop publishing it (before its terminal transition)."""
-        if job_id not in self._jobs:
-            return
-        try:
-            await self._flush([job_id])
-        except Exception:  # noqa: BLE001 - the record still gets the whole text
-            log.warning("job %s: last output not published", job_id, exc_info=True)
-        finally:
-            self._jobs.pop(job_id, None)
+    async def close(self, job_id: str) -> Output | None:
+        """Stop publishing the job, and return its last text delta (None: nothing unsent) for
+        its terminal transition to write, just before the stream's end, in the same Redis step
+        (genq.store). A flush already on its way, which may carry the job's earlier text, lands
+        first; closes of other jobs do not wait on each other."""
+        job = self._jobs.pop(job_id, None)  # no flush from now on includes it
+        if job is None:
+            return None
+        async with self._flush_lock:
+            pass
+        text = "".join(job.progress.pieces[job.sent_pieces :])
+        return Output(job.index, text, job.progress.output_tokens) if text else None
 
     async def run(self) -> None:
         while True:

@@ -24,7 +24,10 @@ import aiohttp
 Send = Callable[[aiohttp.ClientSession, dict], Awaitable[dict]]
 
 
-async def _closed_loop(jobs: list[dict], concurrency: int, send: Send) -> tuple[list[dict], float]:
+async def _closed_loop(
+    jobs: list[dict], concurrency: int, send: Send, think_s: float = 0.0
+) -> tuple[list[dict], float]:
+    """``think_s``: each client's pause after an answer before its next request."""
     connector = aiohttp.TCPConnector(limit=concurrency + 4)
     timeout = aiohttp.ClientTimeout(total=1800)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -34,15 +37,23 @@ async def _closed_loop(jobs: list[dict], concurrency: int, send: Send) -> tuple[
         async def client() -> None:
             while todo:
                 done.append(await send(session, todo.pop()))
+                if think_s:
+                    await asyncio.sleep(think_s)
 
         t0 = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(concurrency)))
         return done, time.perf_counter() - t0
 
 
-def run_genq(url: str, jobs: list[dict], concurrency: int, keep_records: bool = False) -> dict:
+def run_genq(
+    url: str,
+    jobs: list[dict],
+    concurrency: int,
+    keep_records: bool = False,
+    think_s: float = 0.0,
+) -> dict:
     """``keep_records``: the result has each job's ``records`` too (model, created, completed,
-    metrics), for per-model sums (ops/bench/scaleout.py)."""
+    metrics), for per-model sums (ops/bench/scaleout.py). ``think_s``: see ``_closed_loop``."""
 
     async def send(session: aiohttp.ClientSession, job: dict) -> dict:
         body = {k: job[k] for k in ("prompt", "max_tokens", "min_tokens", "model") if k in job}
@@ -53,7 +64,7 @@ def run_genq(url: str, jobs: list[dict], concurrency: int, keep_records: bool = 
         return {"sent": sent, "received": time.time(), "id": answer["id"]}
 
     async def drive() -> tuple[list[dict], float, list[dict]]:
-        results, wall = await _closed_loop(jobs, concurrency, send)
+        results, wall = await _closed_loop(jobs, concurrency, send, think_s)
         async with aiohttp.ClientSession() as session:
             records = []
             for r in results:

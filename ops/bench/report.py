@@ -36,18 +36,32 @@ def tps(run: dict) -> float:
     return run["output_tokens"] / run["seconds"]
 
 
+def limit_of(result: dict[str, Any], workload: str) -> float | None:
+    """The offline limit's tok/s for ``workload``; None in a run without it (``--systems``)."""
+    limit = result.get("offline", {}).get("limit", {}).get(workload)
+    return tps(limit) if limit else None
+
+
+def ratio(value: float, limit_tps: float | None) -> str:
+    return "-" if limit_tps is None else f"{value / limit_tps:.2f}"
+
+
 def workload_table(result: dict[str, Any], workload: str) -> str:
-    limit = result["offline"]["limit"][workload]
-    limit_tps = tps(limit)
+    limit_tps = limit_of(result, workload)
     engine_at = {r["concurrency"]: r for r in result.get("engine", []) if r["workload"] == workload}
     lines = [
         "| system | conc. | jobs | out tok/s | x limit | x engine at c | jobs/s "
         "| latency p50/p95/p99 ms | TTFT p50/p95 ms | queue p50 ms | overhead p50/p99 ms |",
         "|" + "---|" * 11,
-        f"| engine limit (offline `LLM.generate`, all at once) | all | {limit['jobs']} "
-        f"| {limit_tps:.0f} | 1.00 | - | {limit['jobs'] / limit['seconds']:.2f} | - | - | - | - |",
     ]
-    if workload == "fixed":
+    if limit_tps is not None:
+        limit = result["offline"]["limit"][workload]
+        lines.append(
+            f"| engine limit (offline `LLM.generate`, all at once) | all | {limit['jobs']} "
+            f"| {limit_tps:.0f} | 1.00 | - | {limit['jobs'] / limit['seconds']:.2f} "
+            "| - | - | - | - |"
+        )
+    if workload == "fixed" and limit_tps is not None:
         seed = result["offline"]["seed"]
         lines.append(
             f"| seed pattern (one blocking `generate` at a time) | 1 | {seed['jobs']} "
@@ -65,7 +79,7 @@ def workload_table(result: dict[str, Any], workload: str) -> str:
                 vs_engine = f"{tps(r) / tps(anchor):.2f}" if anchor else "-"
                 queue = f"{pct(r['queue_ms'], 50):.0f}" if r.get("queue_ms") else "-"
                 lines.append(
-                    f"| {name} | {c} | {r['jobs']} | {tps(r):.0f} | {tps(r) / limit_tps:.2f} "
+                    f"| {name} | {c} | {r['jobs']} | {tps(r):.0f} | {ratio(tps(r), limit_tps)} "
                     f"| {vs_engine} | {r['jobs'] / r['seconds']:.2f} "
                     f"| {_ms(r['latency_s'], (50, 95, 99))} | {_ms(r['ttft_s'], (50, 95))} "
                     f"| {queue} | {_ms(r.get('overhead_ms'), (50, 99), 1)} |"
@@ -80,11 +94,11 @@ def genq_server_table(result: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in result["genq"]:
-        limit_tps = tps(result["offline"]["limit"][r["workload"]])
+        limit_tps = limit_of(result, r["workload"])
         server_tps = r["output_tokens"] / r["server_seconds"]
         lines.append(
             f"| {r['workload']} | {r['concurrency']} | {server_tps:.0f} "
-            f"| {server_tps / limit_tps:.2f} | {_ms(r['send_to_accept_ms'], (50, 99), 1)} "
+            f"| {ratio(server_tps, limit_tps)} | {_ms(r['send_to_accept_ms'], (50, 99), 1)} "
             f"| {_ms(r['stored_to_client_ms'], (50, 99), 1)} |"
         )
     return "\n".join(lines)
@@ -100,11 +114,12 @@ def render(result: dict[str, Any]) -> str:
     if info := result.get("worker"):
         phases = ", ".join(f"{k} {v:.1f}" for k, v in info["startup_s"].items())
         curl = result["seed_curl_s"]
+        bare = result.get("offline", {}).get("construct_s")
         out += [
             "",
             f"genq worker time to ready (s): {phases}; stack start to /readyz 200: "
-            f"{result['ready_s']:.1f}; bare LLM() construction: "
-            f"{result['offline']['construct_s']:.1f}",
+            f"{result['ready_s']:.1f}"
+            + ("" if bare is None else f"; bare LLM() construction: {bare:.1f}"),
             f"seed curl after warm-up: first {curl[0] * 1000:.0f} ms, median of the next "
             f"{len(curl) - 1} {pct(curl[1:], 50) * 1000:.0f} ms",
         ]

@@ -83,6 +83,35 @@ def test_a_live_reader_gets_start_every_delta_in_order_then_the_end(with_store) 
     assert events[-1].entry == streams.End("succeeded")
 
 
+def test_many_jobs_ending_while_flushes_run_keep_every_delta_in_order(with_store) -> None:
+    """Each job's last delta rides on its terminal transition; with a flush every millisecond
+    and 80 jobs ending at once, some flush is always on its way as a job ends: no delta is lost,
+    repeated or overtaken."""
+
+    async def scenario(store: JobStore, redis: Redis):
+        out = OutputStreams(redis, interval_s=0.001)
+        flusher = asyncio.create_task(out.run())
+        ids = [f"job{i}" for i in range(80)]
+        payloads = [await _queued(store, job_id) for job_id in ids]
+        try:
+            await asyncio.gather(
+                *(
+                    run_job(p, store, FakeWordEngine(step_s=0.001), RunOptions("w1", streams=out))
+                    for p in payloads
+                )
+            )
+        finally:
+            flusher.cancel()
+        readers = StreamReaders(redis, 10)
+        return [(await _collect(readers, job_id), await store.get(job_id)) for job_id in ids]
+
+    for events, record in with_store(scenario):
+        outputs = [e.entry for e in events if isinstance(e.entry, streams.Output)]
+        assert [o.index for o in outputs] == list(range(len(outputs)))
+        assert _text(events) == record.output.text == "".join(f"w{i} " for i in range(40))
+        assert events[-1].entry == streams.End("succeeded")
+
+
 def test_a_late_reader_and_a_resumed_one_see_the_same_stream(with_store) -> None:
     async def scenario(store: JobStore, redis: Redis):
         live = await _run_streamed(store, redis, "job1", FakeWordEngine())

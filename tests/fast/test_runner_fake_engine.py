@@ -33,6 +33,7 @@ class FakeEngine:
         self.error = error
         self.tokens = tokens
         self.calls: list[str] = []
+        self.aborted: list[str] = []
 
     async def generate(
         self, request_id: str, job: JobInput, progress: Progress | None = None
@@ -40,11 +41,15 @@ class FakeEngine:
         self.calls.append(request_id)
         p = progress or Progress()
         p.prompt_tokens = 3
-        for _ in range(self.tokens):
+        try:
+            for _ in range(self.tokens):
+                await asyncio.sleep(0.01)
+                p.pieces.append("tok ")
+                p.output_tokens += 1
             await asyncio.sleep(0.01)
-            p.pieces.append("tok ")
-            p.output_tokens += 1
-        await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            self.aborted.append(request_id)
+            raise
         if self.error is not None:
             raise self.error
         return GenerationResult(
@@ -113,16 +118,37 @@ def test_an_engine_crash_mid_job_fails_the_job_readably(with_store) -> None:
 
 
 def test_a_job_that_already_left_the_queue_is_not_run_again(with_store) -> None:
-    async def scenario(store: JobStore, _: Redis) -> tuple[list[str], JobStatus, JobStatus]:
+    async def scenario(store: JobStore, _: Redis) -> tuple[FakeEngine, JobStatus, JobStatus]:
         payload = await queued(store)
         engine = FakeEngine()
         first = await run_job(payload, store, engine, RunOptions("w1"))
-        again = await run_job(payload, store, engine, RunOptions("w2"))  # a redelivered message
-        return engine.calls, first, again
+        # A message kombu restored, or a janitor resent: claimed before the engine sees it.
+        again = await run_job(payload, store, engine, RunOptions("w2"), claim_first=True)
+        return engine, first, again
 
-    calls, first, again = with_store(scenario)
-    assert calls == ["job1"]
+    engine, first, again = with_store(scenario)
+    assert engine.calls == ["job1"] and engine.aborted == []
     assert first is JobStatus.SUCCEEDED and again is JobStatus.SUCCEEDED
+
+
+def test_a_first_delivery_starts_at_once_and_is_aborted_if_the_claim_is_refused(
+    with_store,
+) -> None:
+    """A first delivery goes to the engine as its claim is sent; a copy of a job another worker
+    runs (or one canceled while queued) is aborted there, and its record is left as it was."""
+
+    async def scenario(store: JobStore, _: Redis) -> tuple[FakeEngine, JobStatus, JobRecord]:
+        payload = await queued(store)
+        await store.claim("job1", "w1", time.time(), lease_s=30)
+        engine = FakeEngine(tokens=1000)
+        status = await run_job(payload, store, engine, RunOptions("w2"))
+        return engine, status, await store.get("job1")
+
+    engine, status, record = with_store(scenario)
+    assert engine.calls == ["job1"] and engine.aborted == ["job1"]
+    assert status is JobStatus.PROCESSING
+    assert (record.status, record.worker, record.attempts) == (JobStatus.PROCESSING, "w1", 1)
+    assert record.output is None
 
 
 def test_transitions_are_checked_and_a_missing_job_is_refused(with_store) -> None:
@@ -163,6 +189,45 @@ def test_the_waiter_wakes_when_the_job_finishes_and_times_out_otherwise(with_sto
     assert done is JobStatus.SUCCEEDED
     assert 0.3 <= woke_after < 2.0
     assert still is JobStatus.QUEUED
+
+
+class CountingStore(JobStore):
+    """A real store that counts its record reads."""
+
+    reads = 0
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        self.reads += 1
+        return await super().get(job_id)
+
+
+def test_the_waiter_answers_from_the_done_message_without_reading_the_record_again(
+    with_store,
+) -> None:
+    """The terminal transition publishes the record with the job id: a waiter has the same
+    record a read would give, and reads only once, before it starts waiting."""
+
+    async def scenario(store: JobStore, redis: Redis) -> tuple[JobRecord, JobRecord, int]:
+        counting = CountingStore(redis, store.ttl_s)
+        waiter = JobWaiter(redis, counting)
+        await waiter.start()
+        try:
+            payload = await queued(store)
+            await asyncio.sleep(0.1)  # the subscription is up
+
+            async def finish_later() -> None:
+                await asyncio.sleep(0.2)
+                await run_job(payload, store, FakeEngine(), RunOptions("w1"))
+
+            _, done = await asyncio.gather(finish_later(), waiter.wait("job1", 10))
+            return done, await store.get("job1"), counting.reads
+        finally:
+            await waiter.stop()
+
+    done, read, reads = with_store(scenario)
+    assert done.status is JobStatus.SUCCEEDED and done.output.text == "fake text"
+    assert done == read
+    assert reads == 1
 
 
 def test_a_running_job_canceled_keeps_its_partial_output(with_store) -> None:
@@ -280,8 +345,12 @@ def test_a_job_that_keeps_killing_its_worker_is_failed(with_store) -> None:
             await store.claim("job1", "dead", time.time(), lease_s=0.05)
             await asyncio.sleep(0.1)
         engine = FakeEngine()
+        # The janitor resends it (JobPayload.resent): the claim comes first, the engine never
+        # sees it.
         assert (
-            await run_job(payload, store, engine, RunOptions("w3", max_attempts=2))
+            await run_job(
+                payload, store, engine, RunOptions("w3", max_attempts=2), claim_first=True
+            )
             is JobStatus.FAILED
         )
         assert engine.calls == []

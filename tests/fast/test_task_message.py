@@ -112,3 +112,29 @@ def test_a_short_prompt_is_whole_and_a_chat_shows_its_last_message() -> None:
     assert job_argsrepr(chat) == (
         'job 1a2b3c4d… chat of 2, last "What is the capital of France?" (max_tokens 512)'
     )
+
+
+def test_the_janitors_resend_marks_the_job_resent_on_its_models_queue(
+    redis_server: EmbeddedRedis, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job sent again after its worker died says so (``resent``), so the worker that takes
+    it claims it before its engine sees it (worker.runner): a job that kills engines is
+    counted, and failed after ``GENQ_MAX_ATTEMPTS``, without being run again."""
+    import importlib  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("GENQ_MODEL_NAME", "served-here")
+    monkeypatch.delitem(sys.modules, "worker.celery_app", raising=False)
+    celery_app = importlib.import_module("worker.celery_app")
+    try:
+        job = JobInput.model_validate({"prompt": "hi", "sampling": {"max_tokens": 4}})
+        payload = JobPayload(id="abc123", input=job, created_at=time.time(), model="other")
+        celery_app._resend(payload)
+        (raw,) = client.lrange("genq.generate.other", 0, -1)
+    finally:
+        sys.modules.pop("worker.celery_app", None)
+    body = json.loads(base64.b64decode(json.loads(raw)["body"]))
+    sent = JobPayload.model_validate(body[0][0])
+    assert sent.resent and sent.id == "abc123" and sent.model == "other"
+    assert not payload.resent  # the janitor's copy, not the record's payload

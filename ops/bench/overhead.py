@@ -1,0 +1,122 @@
+"""What genq adds to one job at low load, part by part: one job in flight at a time.
+
+    .venv/bin/python ops/bench/overhead.py                    # here: 200 jobs x 16 tokens
+    python3 ops/bench/overhead.py --engine-args '{"load_format": "dummy"}' --out x.json  # a GPU
+
+Starts Redis, the API and one worker (ops/bench/bench.py's ``Stack``), sends ``--jobs`` jobs to
+``POST /generate`` one after another (closed loop, c = 1, loadgen.py) and prints, per part,
+p50/p90/p99 in ms:
+
+  client -> accepted     client sends -> the API stamps the job accepted (HTTP, validation)
+  accepted -> started    the API's enqueue, Redis, Celery's fetch and hand-off, the engine loop
+  worker, not engine     the worker's time on the job outside the engine: claim, result write
+  completed -> client    result written, the API told (pub/sub), the answer sent and read
+  overhead               client's latency minus the engine's time for the job (the target)
+
+Two ways to send them, both printed: back to back (the next job sent as the answer arrives, so
+it meets the previous job's last bookkeeping: Celery's acknowledgement and events, the API's
+clean-up), and with ``--think-ms`` of idle time between jobs (each job meets an idle stack: low
+load as a user sees it). The first ``--skip`` jobs of each are left out (the first of a fresh
+stack pay one-time costs: cold-start.md measures those). Issue #4's target: overhead p50 <= 5 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from ops.bench import loadgen  # noqa: E402
+from ops.bench.bench import Stack  # noqa: E402
+
+TARGET_MS = 5.0
+
+
+def quantile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+
+
+def parts(run: dict, skip: int) -> dict[str, list[float]]:
+    """Each part's milliseconds per job, the first ``skip`` jobs left out."""
+    out: dict[str, list[float]] = {
+        "client -> accepted": [],
+        "accepted -> started": [],
+        "worker, not engine": [],
+        "completed -> client": [],
+        "overhead": [],
+    }
+    rows = zip(
+        run["records"],
+        run["send_to_accept_ms"],
+        run["stored_to_client_ms"],
+        run["overhead_ms"],
+        strict=True,
+    )
+    for record, to_accept, to_client, overhead in list(rows)[skip:]:
+        m = record["metrics"]
+        worker_ms = (record["completed"] - record["created"]) * 1000 - m["queue_ms"]
+        out["client -> accepted"].append(to_accept)
+        out["accepted -> started"].append(m["queue_ms"])
+        out["worker, not engine"].append(worker_ms - m["generation_ms"])
+        out["completed -> client"].append(to_client)
+        out["overhead"].append(overhead)
+    return out
+
+
+def render(measured: dict[str, list[float]]) -> str:
+    lines = [f"{'part (ms)':<22} {'p50':>7} {'p90':>7} {'p99':>7}"]
+    for name, values in measured.items():
+        q = [quantile(values, x) for x in (0.5, 0.9, 0.99)]
+        lines.append(f"{name:<22} {q[0]:7.2f} {q[1]:7.2f} {q[2]:7.2f}")
+    p50 = statistics.median(measured["overhead"])
+    verdict = "met" if p50 <= TARGET_MS else "not met"
+    lines.append(f"overhead p50 {p50:.2f} ms: target <= {TARGET_MS:g} ms {verdict}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--jobs", type=int, default=200)
+    p.add_argument("--tokens", type=int, default=16, help="output tokens each (forced)")
+    p.add_argument("--skip", type=int, default=10, help="first jobs left out")
+    p.add_argument("--think-ms", type=float, default=20.0, help="idle time between jobs")
+    p.add_argument("--engine-args", default="{}")
+    p.add_argument("--out", type=Path, help="every job's numbers, as JSON")
+    args = p.parse_args()
+    jobs = [
+        {
+            "prompt": f"Question {i}: what is the capital of France?",
+            "max_tokens": args.tokens,
+            "min_tokens": args.tokens,
+        }
+        for i in range(args.jobs)
+    ]
+    work = Path(tempfile.mkdtemp(prefix="genq-overhead-"))
+    stack = Stack(work, worker_concurrency=8, engine_args=args.engine_args)
+    modes = {"back to back": 0.0, f"{args.think_ms:g} ms apart": args.think_ms / 1000}
+    measured: dict[str, dict[str, list[float]]] = {}
+    try:
+        stack.wait_ready()
+        for mode, think_s in modes.items():
+            run = loadgen.run_genq(stack.url, jobs, 1, keep_records=True, think_s=think_s)
+            measured[mode] = parts(run, args.skip)
+    finally:
+        stack.stop()
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"args": vars(args), "parts_ms": measured}, default=str))
+    for mode, values in measured.items():
+        print(f"\n{args.jobs} jobs x {args.tokens} tokens, one in flight, {mode}:")
+        print(render(values))
+
+
+if __name__ == "__main__":
+    main()
