@@ -1,5 +1,9 @@
 """One job, start to end: claim it, run it on the engine, store the result.
 
+The claim and the engine request go out together (a first delivery; one sent again after its
+worker died is claimed first), and the result is one Redis step: the least round trips between a
+job's message and its answer (``ops/bench/overhead.py`` measures what is left).
+
 Runs as a coroutine on the engine's event loop (the Celery task thread only waits for it), so the
 Redis writes and the engine calls of every job share one loop and one connection pool. While it
 runs, a job is listed in ``running``: a cancel request finds it there and cancels its engine task,
@@ -10,8 +14,8 @@ its partial output written to its record and an ``output`` event scheduled at mo
 ``OUTPUT_EVENT_INTERVAL_S`` while it generates (both best-effort); ``completed`` is scheduled by
 the terminal transition itself (genq.store). The webhooks process sends them (worker.webhooks).
 
-Streams: while it generates, a job's text goes to its output stream (worker.streams), flushed
-whole before its terminal transition marks the stream's end.
+Streams: while it generates, a job's text goes to its output stream (worker.streams); its last
+delta is written by the terminal transition, just before the stream's end.
 """
 
 from __future__ import annotations
