@@ -4,9 +4,8 @@ running job's new text (since the last flush) to its stream (genq.streams).
 Batched on purpose: a worker at saturation makes thousands of tokens per second over hundreds of
 jobs, on the same event loop that drives the engine; one ``XADD`` per job per interval, all in
 one script call, costs that loop ~1 ms per flush of 256 jobs here, and Redis one round trip. Readers (``GET /v1/jobs/{id}/stream``) follow the stream at their own pace:
-generation never waits for them. A job's last delta is flushed before its terminal transition
-writes the stream's ``end`` entry, in the same Redis step, so a reader sees all of the text,
-then the end.
+generation never waits for them. A job's last delta is written by its terminal transition, in
+the same Redis step as the stream's ``end`` entry, so a reader sees all of the text, then the end.
 """
 
 from __future__ import annotations
