@@ -106,7 +106,8 @@ _LEAVE_QUEUE = f"""redis.call('DECR', KEYS[2])
 # space, and the hash after the change as a JSON array of fields and values. Returns
 # {1, previous status} when applied, {0, current status} when refused ('' if no such job). A job of a batch (field batch_id) that ends counts its batch down; the
 # batch's last job completes it, in this same step, so exactly once (genq.batch_store).
-_TRANSITION = """
+_TRANSITION = (
+    """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {0, ''} end
 local allowed = false
@@ -124,7 +125,7 @@ if current == 'processing' and ARGV[2] ~= 'processing' then
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], unpack(ARGV, 12))
 if ARGV[9] ~= '' then
-  redis.call('XADD', KEYS[6], '*', 'e', 'out', 'i', ARGV[9], 't', ARGV[10], 'n', ARGV[11])
+  $LAST_OUTPUT
 end
 if ARGV[5] ~= '' then
   redis.call('EXPIRE', KEYS[1], ARGV[5])
@@ -150,7 +151,10 @@ if bkey and redis.call('EXISTS', bkey) == 1 and redis.call('HINCRBY', bkey, 'pen
   if delivery then redis.call('ZADD', KEYS[5], ARGV[8], delivery) end
 end
 return {1, current}
-""".replace("$BATCH_KEY_PREFIX", BATCH_KEY_PREFIX).replace("$LEAVE_QUEUE", _LEAVE_QUEUE)
+""".replace("$BATCH_KEY_PREFIX", BATCH_KEY_PREFIX)
+    .replace("$LEAVE_QUEUE", _LEAVE_QUEUE)
+    .replace("$LAST_OUTPUT", streams.xadd_output_lua("KEYS[6]", "ARGV[9]", "ARGV[10]", "ARGV[11]"))
+)
 
 # Claim a job for a worker: from "queued", or from "processing" whose lease lapsed (its worker
 # died). KEYS: the job hash, the queued counter, the processing set, the job's lease, the job's

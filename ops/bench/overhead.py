@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -34,12 +33,9 @@ sys.path.insert(0, str(ROOT))
 
 from ops.bench import loadgen  # noqa: E402
 from ops.bench.bench import Stack  # noqa: E402
+from ops.bench.report import pct  # noqa: E402
 
 TARGET_MS = 5.0
-
-
-def quantile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
 
 
 def parts(run: dict, skip: int) -> dict[str, list[float]]:
@@ -72,9 +68,9 @@ def parts(run: dict, skip: int) -> dict[str, list[float]]:
 def render(measured: dict[str, list[float]]) -> str:
     lines = [f"{'part (ms)':<22} {'p50':>7} {'p90':>7} {'p99':>7}"]
     for name, values in measured.items():
-        q = [quantile(values, x) for x in (0.5, 0.9, 0.99)]
+        q = [pct(values, x) for x in (50, 90, 99)]
         lines.append(f"{name:<22} {q[0]:7.2f} {q[1]:7.2f} {q[2]:7.2f}")
-    p50 = statistics.median(measured["overhead"])
+    p50 = pct(measured["overhead"], 50)
     verdict = "met" if p50 <= TARGET_MS else "not met"
     lines.append(f"overhead p50 {p50:.2f} ms: target <= {TARGET_MS:g} ms {verdict}")
     return "\n".join(lines)
