@@ -42,6 +42,7 @@ from genq.model import prepare_default_model  # noqa: E402
 from genq.redis_server import EmbeddedRedis, free_port  # noqa: E402
 from genq.settings import WorkerSettings  # noqa: E402
 from ops.bench import loadgen, report, workloads  # noqa: E402
+from ops.bench.hostwatch import HostWatch  # noqa: E402
 
 SEED_BODY = {"prompt": "What is the capital of France?"}
 MARKER = "GENQ-BENCH-RESULT "
@@ -107,6 +108,7 @@ class Stack:
         self.redis = EmbeddedRedis(workdir).start()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.metrics_url = f"http://127.0.0.1:{(metrics_port := free_port())}/metrics"
         self.env = {
             **os.environ,
             "REDIS_URL": self.redis.url,
@@ -114,6 +116,7 @@ class Stack:
             "GENQ_WORKER_CONCURRENCY": str(worker_concurrency),
             "GENQ_ENGINE_ARGS": engine_args,
             "GENQ_LOG_LEVEL": "WARNING",
+            "GENQ_WORKER_HTTP_PORT": str(metrics_port),
             **(extra_env or {}),
         }
         self.logs = workdir
@@ -136,6 +139,13 @@ class Stack:
         client = redis.Redis.from_url(self.redis.url, decode_responses=True)
         (name,) = client.smembers(WORKERS_SET)
         return json.loads(client.get(worker_key(name)))
+
+    def watch(self) -> HostWatch:
+        """CPU by process and thread, and the engine's batch, while a level runs."""
+        roots = {"client": os.getpid(), "api": self.procs[0].pid, "worker": self.procs[1].pid}
+        if self.redis.process is not None:
+            roots["redis"] = self.redis.process.pid
+        return HostWatch(roots, self.metrics_url)
 
     def stop(self) -> None:
         for p in self.procs:
@@ -273,10 +283,12 @@ def main() -> None:
                 for name, cs in levels.items():
                     for c in cs:
                         print(f"{key}: {name} at concurrency {c} ...", flush=True)
-                        run = loadgen.run_openai(
-                            server.url, "bench", subset(jobs[name], c, args), c, stream
-                        )
-                        result[key].append({"workload": name, **run})
+                        roots = {"client": os.getpid(), "vllm_serve": server.proc.pid}
+                        with HostWatch(roots) as watch:
+                            run = loadgen.run_openai(
+                                server.url, "bench", subset(jobs[name], c, args), c, stream
+                            )
+                        result[key].append({"workload": name, **run, "host": watch.summary()})
             finally:
                 server.stop()
             save()
@@ -338,11 +350,12 @@ def run_genq_stack(
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.STDOUT,
                     )
-                run = loadgen.run_genq(stack.url, subset(jobs[name], c, args), c)
+                with stack.watch() as watch:
+                    run = loadgen.run_genq(stack.url, subset(jobs[name], c, args), c)
                 if profiler:
                     profiler.send_signal(signal.SIGINT)
                     profiler.wait(30)
-                result["genq"].append({"workload": name, **run})
+                result["genq"].append({"workload": name, **run, "host": watch.summary()})
     finally:
         stack.stop()
 

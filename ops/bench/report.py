@@ -104,6 +104,34 @@ def genq_server_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def describe_host(summary: dict[str, Any], top: int = 6) -> str:
+    """One line: where the CPU went while a level ran, how full the batch was (hostwatch.py)."""
+    if not summary:
+        return ""
+    parts = [f"host {summary['host_busy_cores']:.1f} cores busy"]
+    parts += [f"{name} {cores:.2f}" for name, cores in list(summary["cores"].items())[:top]]
+    line = "; ".join(parts)
+    busiest = list(summary["threads"].items())[:3]
+    if busiest:
+        line += " | threads: " + ", ".join(f"{n} {c:.2f}" for n, c in busiest)
+    if engine := summary.get("engine"):
+        line += (
+            f" | engine running mean {engine['running_mean']} (p10 {engine['running_p10']:g}),"
+            f" waiting mean {engine['waiting_mean']}, none waiting {engine['waiting_zero_share']:.0%}"
+        )
+    return line
+
+
+def host_lines(result: dict[str, Any]) -> list[str]:
+    """Where the host's CPU went at each level (ops/bench/hostwatch.py), where recorded."""
+    lines = []
+    for system in ("genq", "vllm_serve", "vllm_serve_plain"):
+        for run in result.get(system) or []:
+            if line := describe_host(run.get("host") or {}):
+                lines.append(f"- {system}, {run['workload']} at {run['concurrency']}: {line}")
+    return ["", "CPU (cores) by process while each level ran:", *lines] if lines else []
+
+
 def render(result: dict[str, Any]) -> str:
     meta = result["meta"]
     out = [f"machine: {meta['machine']}; model {meta['model']}; vLLM {meta['vllm']}"]
@@ -111,6 +139,7 @@ def render(result: dict[str, Any]) -> str:
         out += ["", f"workload {workload}: {description}", "", workload_table(result, workload)]
     if result.get("genq"):
         out += ["", genq_server_table(result)]
+    out += host_lines(result)
     if info := result.get("worker"):
         phases = ", ".join(f"{k} {v:.1f}" for k, v in info["startup_s"].items())
         curl = result["seed_curl_s"]
