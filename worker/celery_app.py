@@ -1,11 +1,14 @@
 """The worker's Celery app: shared config, the warm threads pool, the task, the lifecycle signals.
 
-Start it with ``genq worker`` (which calls :func:`main`).
+Start it with ``genq worker`` (which calls :func:`main`). This process consumes the queue and
+forwards each job to the engine host, the process it starts to run them (worker.engine_host).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from typing import Any
 
 from celery import Celery, Task, signals
@@ -16,7 +19,7 @@ from genq.models import register
 from genq.redis_client import sync_redis
 from genq.schemas import JobPayload
 from genq.settings import WorkerSettings, worker_settings
-from worker import runtime
+from worker import engine_host
 from worker.health import WorkerHealth
 
 log = logging.getLogger(__name__)
@@ -29,7 +32,7 @@ app.conf.update(
     # Model load + warm-up, for the pools that check it.
     worker_proc_alive_timeout=900,
 )
-NAME = settings.worker_name or runtime.default_worker_name()
+NAME = settings.worker_name or f"genq-{os.getpid()}@{socket.gethostname()}"
 health = WorkerHealth()
 
 
@@ -37,13 +40,13 @@ health = WorkerHealth()
 # "queued" (genq.store), so a copy is skipped.
 @app.task(name=TASK_GENERATE, bind=True, **RETRY_ON_REDIS_ERRORS)
 def generate(self: Task, payload: dict[str, Any]) -> dict[str, str]:
-    """validate -> run on the shared engine -> persist (all in the runtime)."""
+    """validate -> run on the shared engine -> persist (all in the engine host)."""
     # kombu marks a message it restored from a dead consumer's unacknowledged ones.
     redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    return runtime.current().execute(payload, redelivered)
+    return engine_host.current().execute(payload, redelivered)
 
 
-def _resend(payload: JobPayload) -> None:
+def resend(payload: JobPayload) -> None:
     """Put a job back on its model's queue (the janitor's way to recover a job whose worker
     died; that job may be another model's)."""
     payload = payload.model_copy(update={"resent": True})
@@ -58,31 +61,32 @@ def _resend(payload: JobPayload) -> None:
 @signals.worker_process_init.connect
 def _build_engine(**_: Any) -> None:
     health.set_not_ready("the engine is starting and warming up")
-    runtime.start(settings, NAME, _resend, health.metrics)
+    engine_host.start(settings, NAME)
     try:
-        info = runtime.current().info
+        info = engine_host.current().info
     except RuntimeError as exc:
         health.set_not_ready(f"start-up failed: {exc.__cause__ or exc}")
         return
     health.set_startup(info.startup_s)
+    health.engine_metrics = engine_host.current().metrics
     health.set_not_ready("warm; the consumer is connecting")
 
 
 @signals.worker_ready.connect
 def _announce(**_: Any) -> None:
-    runtime.current().announce()
+    engine_host.current().announce()
     health.set_ready()
 
 
 @signals.worker_shutting_down.connect
 def _grace(**_: Any) -> None:
     health.set_not_ready("shutting down")
-    runtime.shutting_down()
+    engine_host.shutting_down()
 
 
 @signals.worker_shutdown.connect
 def _stop(**_: Any) -> None:
-    runtime.stop()
+    engine_host.stop()
 
 
 def main() -> int:

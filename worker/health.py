@@ -6,9 +6,10 @@ and Prometheus ask a worker directly.
   queue; 503 with the reason before that and once it is shutting down. The compose healthcheck
   and the k8s readiness probe use it.
 - ``GET /metrics``: Prometheus text: ``genq_worker_ready``,
-  ``genq_worker_startup_seconds{phase}`` (the phases of ``WorkerInfo.startup_s``), the job and
-  engine metrics of worker.metrics, then prometheus_client's default registry: the process's
-  ``process_*``/``python_*`` and vLLM's own ``vllm:*`` metrics (vLLM registers them there).
+  ``genq_worker_startup_seconds{phase}`` (the phases of ``WorkerInfo.startup_s``), then the
+  engine host's (worker.engine_host): the job and engine metrics of worker.metrics and its
+  default registry: that process's ``process_*``/``python_*`` and vLLM's own ``vllm:*`` metrics
+  (vLLM registers them there).
 
 A standard-library server on a daemon thread: it must answer while the engine is being built.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import (
@@ -28,8 +30,6 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-
-from worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,8 @@ class WorkerHealth:
             ["phase"],
             registry=self.registry,
         )
-        self.metrics = WorkerMetrics(self.registry)
+        # The engine host's metrics (worker.engine_host): genq's job and engine metrics, vLLM's.
+        self.engine_metrics: Callable[[], bytes] | None = None
         self.not_ready_because = "the engine is starting"
         self._server: ThreadingHTTPServer | None = None
 
@@ -70,8 +71,15 @@ class WorkerHealth:
         self._ready.set(0)
 
     def exposition(self) -> bytes:
-        """genq's metrics, then the default registry's (other names: no family twice)."""
-        return generate_latest(self.registry) + generate_latest(REGISTRY)
+        """Readiness and start-up, then the engine host's metrics (or, before it is up, this
+        process's default registry)."""
+        own = generate_latest(self.registry)
+        if self.engine_metrics is not None:
+            try:
+                return own + self.engine_metrics()
+            except Exception:  # noqa: BLE001 - a scrape must not fail on a busy or gone host
+                log.warning("engine host metrics unavailable", exc_info=True)
+        return own + generate_latest(REGISTRY)
 
     def serve(self, host: str, port: int) -> int:
         """Start serving on a daemon thread; returns the port (0 picks a free one)."""

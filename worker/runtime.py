@@ -1,15 +1,12 @@
-"""The worker process's one engine, and everything that lives as long as it.
+"""The worker's one engine, and everything that lives as long as it, in the engine host process
+(worker.engine_host starts that process and forwards Celery's jobs to it).
 
-Lifecycle (wired to Celery signals in ``worker.celery_app``):
-
-1. ``worker_process_init`` (sent by :class:`worker.pool.WarmThreadPool` before the consumer
-   connects): :func:`start` builds the engine, runs the warm-up policy on it
-   (``worker.warmup``), opens the Redis connections jobs will use and records the start-up by
-   phase. Until it returns, the worker receives no job; if a warm-up request fails, it never
-   does (the worker exits non-zero).
-2. ``worker_ready`` (the consumer is up): :meth:`WorkerRuntime.announce` publishes this worker
-   as warm in Redis and keeps it fresh with a heartbeat; ``/readyz`` counts such workers.
-3. ``worker_shutdown``: :func:`stop` withdraws the worker and shuts the engine down.
+:meth:`WorkerRuntime.start` builds the engine, runs the warm-up policy on it (``worker.warmup``),
+opens the Redis connections jobs will use and records the start-up by phase; until it returns,
+the worker receives no job, and if a warm-up request fails it never does. :meth:`~WorkerRuntime.
+announce` (once Celery's consumer is up) publishes the worker as warm in Redis and keeps it fresh
+with a heartbeat; ``/readyz`` counts such workers. :meth:`~WorkerRuntime.stop` withdraws the
+worker and shuts the engine down.
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ import gc
 import json
 import logging
 import os
-import socket
 import threading
 import time
 from collections import deque
@@ -40,14 +36,12 @@ from genq.store import JobStore
 from worker import warmup
 from worker.clock import process_age_s
 from worker.engine import Engine, EngineFailed, cache_env
+from worker.engine_host import EXIT_ENGINE_DEAD
 from worker.metrics import WorkerMetrics
 from worker.runner import REQUEUE, JobEnd, RunningJob, RunOptions, run_job
 from worker.streams import OutputStreams
 
 log = logging.getLogger(__name__)
-
-
-EXIT_ENGINE_DEAD = 70  # EX_SOFTWARE
 
 
 def use_cache_dir(settings: WorkerSettings) -> None:
@@ -56,10 +50,6 @@ def use_cache_dir(settings: WorkerSettings) -> None:
     imported."""
     for name, path in cache_env(settings.cache_dir / "compile").items():
         os.environ.setdefault(name, path)
-
-
-def default_worker_name() -> str:
-    return f"genq-{os.getpid()}@{socket.gethostname()}"
 
 
 class WorkerRuntime:
@@ -102,10 +92,12 @@ class WorkerRuntime:
         name: str,
         resend: Callable[[JobPayload], None],
         metrics: WorkerMetrics | None = None,
+        parent_age_s: float = 0.0,
     ) -> WorkerRuntime:
         t0 = time.perf_counter()
-        # Interpreter start, imports of genq and Celery, Celery's own set-up.
-        before_init = process_age_s()
+        # Interpreter start, imports of genq and Celery, Celery's own set-up (``parent_age_s``:
+        # the Celery process's, when it started this one), this process's start.
+        before_init = parent_age_s + process_age_s()
         use_cache_dir(settings)
         model = settings.model or str(prepare_default_model(settings.cache_dir))
         t_model = time.perf_counter() - t0
@@ -182,20 +174,30 @@ class WorkerRuntime:
 
     # -- jobs -------------------------------------------------------------------------------
 
-    def execute(self, payload: dict[str, Any], redelivered: bool = False) -> dict[str, str]:
-        """Called by a Celery task thread: run the job on the engine loop and wait for it. A job
-        sent again after its worker died (``redelivered`` by kombu, or ``resent`` by a janitor)
-        is claimed before the engine sees it (worker.runner)."""
+    async def run(self, payload: dict[str, Any], redelivered: bool = False) -> dict[str, str]:
+        """Run a job on the engine (on its loop). A job sent again after its worker died
+        (``redelivered`` by kombu, or ``resent`` by a janitor) is claimed before the engine sees
+        it (worker.runner). If the engine dies under it, the process exits (:meth:`die`)."""
         job = JobPayload.model_validate(payload)
         assert self._store is not None
         claim_first = redelivered or job.resent
         try:
-            status = self.engine.submit(
-                run_job(job, self._store, self.engine, self.options, self.running, claim_first)
-            ).result()
+            status = await run_job(
+                job, self._store, self.engine, self.options, self.running, claim_first
+            )
         except EngineFailed as exc:
-            self.die(f"the engine died while running job {job.id}: {exc}")
+            # die() waits on this loop: call it from a thread of its own, and never answer.
+            why = f"the engine died while running job {job.id}: {exc}"
+            threading.Thread(target=self.die, args=(why,)).start()
+            await asyncio.Event().wait()
         return {"id": job.id, "status": status.value}
+
+    def shutting_down(self) -> None:
+        """SIGTERM: the consumer stops taking jobs; running ones get ``shutdown_grace_s`` to end,
+        then go back to the queue."""
+        timer = threading.Timer(self.settings.shutdown_grace_s, self.requeue_running)
+        timer.daemon = True
+        timer.start()
 
     def requeue_running(self) -> None:
         """Shutdown's grace is over: hand the jobs still running back to the queue."""
@@ -310,42 +312,3 @@ class WorkerRuntime:
         except Exception:  # noqa: BLE001 - shutting down anyway
             log.warning("could not withdraw worker %s from Redis", self.name, exc_info=True)
         self.engine.stop()
-
-
-_runtime: WorkerRuntime | None = None
-_startup_error: BaseException | None = None
-
-
-def start(
-    settings: WorkerSettings,
-    name: str,
-    resend: Callable[[JobPayload], None],
-    metrics: WorkerMetrics | None = None,
-) -> None:
-    global _runtime, _startup_error  # noqa: PLW0603 - one engine per process, by design
-    try:
-        _runtime = WorkerRuntime.start(settings, name, resend, metrics)
-    except BaseException as exc:  # noqa: BLE001 - re-raised by current() in the pool
-        log.exception("worker start-up failed")
-        _startup_error = exc
-
-
-def current() -> WorkerRuntime:
-    if _runtime is None:
-        raise RuntimeError("the worker's engine did not start") from _startup_error
-    return _runtime
-
-
-def shutting_down() -> None:
-    """SIGTERM: the consumer stops taking jobs; running ones get ``shutdown_grace_s`` to end."""
-    if _runtime is not None:
-        timer = threading.Timer(_runtime.settings.shutdown_grace_s, _runtime.requeue_running)
-        timer.daemon = True
-        timer.start()
-
-
-def stop() -> None:
-    global _runtime  # noqa: PLW0603
-    if _runtime is not None:
-        _runtime.stop()
-        _runtime = None

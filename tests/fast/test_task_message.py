@@ -130,7 +130,7 @@ def test_the_janitors_resend_marks_the_job_resent_on_its_models_queue(
     try:
         job = JobInput.model_validate({"prompt": "hi", "sampling": {"max_tokens": 4}})
         payload = JobPayload(id="abc123", input=job, created_at=time.time(), model="other")
-        celery_app._resend(payload)
+        celery_app.resend(payload)
         (raw,) = client.lrange("genq.generate.other", 0, -1)
     finally:
         sys.modules.pop("worker.celery_app", None)

@@ -1,0 +1,30 @@
+"""A job's exception crosses from the engine host to its Celery task (worker.engine_host) with
+the type the task's autoretry acts on: a Redis outage still sends the job back to the queue."""
+
+from __future__ import annotations
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from genq.celery_config import RETRY_ON_REDIS_ERRORS
+from worker.engine_host import HostFailed, _error, _error_body
+
+
+@pytest.mark.parametrize(
+    ("raised", "retried"),
+    [
+        (RedisConnectionError("Connection refused"), True),
+        (RedisTimeoutError("Timeout reading from socket"), True),
+        (ValueError("a bug"), False),
+    ],
+)
+def test_redis_outages_keep_their_type_other_errors_their_message(
+    raised: Exception, retried: bool
+) -> None:
+    again = _error(_error_body(raised))
+    assert isinstance(again, RETRY_ON_REDIS_ERRORS["autoretry_for"]) is retried
+    assert str(raised) in str(again)
+    if not retried:
+        assert isinstance(again, HostFailed)
+        assert str(again) == "ValueError: a bug"
