@@ -78,7 +78,9 @@ class EngineHost:
         self.settings = settings
         self.name = name
         self.info: WorkerInfo  # set by start(), from the host's "ready"
-        self._folder = Path(tempfile.mkdtemp(prefix="genq-engine-host-"))
+        # A Unix socket's path must fit in 108 bytes: a long TMPDIR falls back to /tmp.
+        tmp = "/tmp" if len(tempfile.gettempdir()) > 60 and Path("/tmp").is_dir() else None  # noqa: S108
+        self._folder = Path(tempfile.mkdtemp(prefix="genq-engine-host-", dir=tmp))
         self._path = str(self._folder / "socket")
         self._sock: socket.socket | None = None
         self._send_lock = threading.Lock()
