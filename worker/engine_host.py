@@ -259,6 +259,12 @@ def host_main(path: str, name: str, parent_age_s: float) -> None:
     stop (or goes away)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:  # what ps and top show (vLLM depends on setproctitle, and names its processes too)
+        import setproctitle  # noqa: PLC0415
+
+        setproctitle.setproctitle(f"[genq engine host: {name}]")
+    except ImportError:
+        pass
     from genq.settings import worker_settings  # noqa: PLC0415 - a fresh interpreter's imports
     from worker import runtime  # noqa: PLC0415
 
