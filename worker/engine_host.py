@@ -149,6 +149,7 @@ class EngineHost:
         at once: Celery's graceful shutdown would wait forever on the jobs it held."""
         code = self._process.exitcode if self._process is not None else None
         log.critical("the engine host exited (code %s); exiting", code)
+        self.remove_socket_file()
         logging.shutdown()
         os._exit(EXIT_ENGINE_DEAD)
 
@@ -191,6 +192,9 @@ class EngineHost:
                 self._process.kill()
         if self._sock is not None:
             self._sock.close()
+        self.remove_socket_file()
+
+    def remove_socket_file(self) -> None:
         for leftover in self._folder.glob("*"):
             leftover.unlink()
         self._folder.rmdir()
@@ -229,6 +233,7 @@ def start(settings: WorkerSettings, name: str) -> None:
         _host = host
     except BaseException as exc:  # noqa: BLE001 - re-raised by current() in the pool
         log.error("worker start-up failed: %s", exc)
+        host.remove_socket_file()
         _startup_error = exc
 
 
