@@ -20,7 +20,7 @@ from genq.settings import (
 )
 
 
-def _logging(level: str) -> None:
+def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
         format="%(asctime)s %(levelname)s [%(processName)s %(name)s] %(message)s",
@@ -56,7 +56,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from genq import up  # noqa: PLC0415
 
     settings = UpSettings()
-    _logging(settings.log_level)
+    configure_logging(settings.log_level)
     if args.gpus is not None:
         os.environ["GENQ_WORKER_GPUS"] = args.gpus  # up.run passes its environment on
     gpus = args.gpus if args.gpus is not None else os.environ.get("GENQ_WORKER_GPUS") or None
@@ -88,7 +88,7 @@ def cmd_api(_: argparse.Namespace) -> int:
     from genq.keys import KeysError, key_ring, read_keys  # noqa: PLC0415
 
     settings = ApiSettings()
-    _logging(settings.log_level)
+    configure_logging(settings.log_level)
     try:
         settings.broker_url()  # fail now, clearly, if no Redis is configured
         key_ring(read_keys(settings.api_keys_path()), settings.api_keys)  # and if keys are bad
@@ -117,7 +117,7 @@ def cmd_api(_: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = WorkerSettings()
-    _logging(settings.log_level)
+    configure_logging(settings.log_level)
     gpus = args.gpus if args.gpus is not None else settings.worker_gpus
     if _redis_refuses("worker", settings):  # before vLLM's imports, which take seconds
         return 2
@@ -137,7 +137,7 @@ def cmd_webhooks(_: argparse.Namespace) -> int:
     from genq.settings import WebhookSettings  # noqa: PLC0415
 
     settings = WebhookSettings()
-    _logging(settings.log_level)
+    configure_logging(settings.log_level)
     settings.broker_url()  # fail now, clearly, if no Redis is configured
     if _redis_refuses("webhooks", settings):
         return 2
@@ -170,7 +170,7 @@ def flower_args(settings: FlowerSettings) -> list[str]:
 
 def cmd_flower(_: argparse.Namespace) -> int:
     settings = FlowerSettings()
-    _logging(settings.log_level)
+    configure_logging(settings.log_level)
     try:
         args = flower_args(settings)
         settings.broker_url()
@@ -204,7 +204,7 @@ def cmd_model(args: argparse.Namespace) -> int:
     from genq.model import default_model_dir, is_prepared, prepare_default_model  # noqa: PLC0415
 
     settings = CommonSettings()
-    _logging(settings.log_level)
+    configure_logging(settings.log_level)
     target = default_model_dir(settings.cache_dir)
     if args.action == "prepare":
         target = prepare_default_model(settings.cache_dir)

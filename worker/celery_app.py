@@ -61,7 +61,7 @@ def resend(payload: JobPayload) -> None:
 @signals.worker_process_init.connect
 def _build_engine(**_: Any) -> None:
     health.set_not_ready("the engine is starting and warming up")
-    engine_host.start(settings, NAME)
+    engine_host.start(NAME)
     try:
         info = engine_host.current().info
     except RuntimeError as exc:

@@ -45,11 +45,9 @@ from typing import Any, NoReturn
 
 from prometheus_client import REGISTRY, CollectorRegistry, disable_created_metrics, generate_latest
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from genq.schemas import WorkerInfo
-from genq.settings import WorkerSettings
 from worker.clock import process_age_s
 from worker.metrics import WorkerMetrics
 
@@ -74,8 +72,7 @@ class EngineHost:
     """The Celery process's handle on its engine host. ``execute`` is called by Celery's task
     threads, all at once: each sends its job and waits for its own reply (matched by ``seq``)."""
 
-    def __init__(self, settings: WorkerSettings, name: str):
-        self.settings = settings
+    def __init__(self, name: str):
         self.name = name
         self.info: WorkerInfo  # set by start(), from the host's "ready"
         # A Unix socket's path must fit in 108 bytes: a long TMPDIR falls back to /tmp.
@@ -216,8 +213,6 @@ def _error_body(exc: BaseException) -> dict[str, str]:
         kind = "redis_timeout"
     elif isinstance(exc, RedisConnectionError):
         kind = "redis_connection"
-    elif isinstance(exc, RedisError):
-        kind = "redis"
     return {"type": kind, "message": f"{type(exc).__name__}: {exc}"}
 
 
@@ -225,9 +220,10 @@ _host: EngineHost | None = None
 _startup_error: BaseException | None = None
 
 
-def start(settings: WorkerSettings, name: str) -> None:
+def start(name: str) -> None:
+    """Start the engine host (it reads the worker's settings from the same environment)."""
     global _host, _startup_error  # noqa: PLW0603 - one engine host per worker, by design
-    host = EngineHost(settings, name)
+    host = EngineHost(name)
     try:
         host.start()
         _host = host
@@ -270,14 +266,12 @@ def host_main(path: str, name: str, parent_age_s: float) -> None:
         setproctitle.setproctitle(f"[genq engine host: {name}]")
     except ImportError:
         pass
-    from genq.settings import worker_settings  # noqa: PLC0415 - a fresh interpreter's imports
+    from genq.cli import configure_logging  # noqa: PLC0415 - a fresh interpreter's imports
+    from genq.settings import worker_settings  # noqa: PLC0415
     from worker import runtime  # noqa: PLC0415
 
     settings = worker_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s [%(processName)s %(name)s] %(message)s",
-    )
+    configure_logging(settings.log_level)
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(path)
     disable_created_metrics()

@@ -29,15 +29,12 @@ MARKER = "CONSUMER-RATE "
 def child(url: str, busy: float, n: int, concurrency: int) -> None:
     from celery import Celery  # noqa: PLC0415
 
-    app = Celery("consumer-gil", broker=url)
-    app.conf.update(
-        task_acks_late=True,
-        worker_prefetch_multiplier=1,
-        worker_send_task_events=True,
-        task_ignore_result=True,
-        worker_hijack_root_logger=False,
-        worker_redirect_stdouts=False,
-    )
+    from genq.celery_config import celery_config  # noqa: PLC0415
+    from genq.settings import CommonSettings  # noqa: PLC0415
+
+    app = Celery("consumer-gil")
+    # genq's own Celery settings (late acks, prefetch 1, task events, JSON), on a queue of its own.
+    app.conf.update(celery_config(CommonSettings(redis_url=url, queue="consumer-gil")))
     done: list[float] = []
 
     @app.task(name="consumer_gil.noop")
