@@ -12,6 +12,7 @@ import socket
 from typing import Any
 
 from celery import Celery, Task, signals
+from celery.worker.request import Request
 
 from genq.celery_config import RETRY_ON_REDIS_ERRORS, make_celery, run_worker, send_job
 from genq.constants import TASK_GENERATE, model_queue
@@ -40,10 +41,25 @@ health = WorkerHealth()
 # "queued" (genq.store), so a copy is skipped.
 @app.task(name=TASK_GENERATE, bind=True, **RETRY_ON_REDIS_ERRORS)
 def generate(self: Task, payload: dict[str, Any]) -> dict[str, str]:
-    """validate -> run on the shared engine -> persist (all in the engine host)."""
-    # kombu marks a message it restored from a dead consumer's unacknowledged ones.
-    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
-    return engine_host.current().execute(payload, redelivered)
+    """validate -> run on the shared engine -> persist (all in the engine host, which has the
+    job already unless it came with an ETA: see :func:`_forward`)."""
+    return engine_host.current().execute(payload, _redelivered(self.request.delivery_info))
+
+
+def _redelivered(delivery_info: dict[str, Any] | None) -> bool:
+    """kombu marks a message it restored from a dead consumer's unacknowledged ones."""
+    return bool((delivery_info or {}).get("redelivered"))
+
+
+@signals.task_received.connect
+def _forward(request: Request, **_: Any) -> None:
+    """A job goes to the engine host as soon as Celery has taken its message, from the
+    consumer's thread; the task, when a pool thread runs it, waits for its end. A task sent
+    again with a countdown (a Redis outage's retry) is not forwarded: it starts when Celery runs
+    it. No other case holds a received job back here: no rate limits, and the pool has a thread
+    for every message the worker may hold (prefetch = concurrency)."""
+    if request.name == TASK_GENERATE and request.eta is None:
+        engine_host.current().forward(request.args[0], _redelivered(request.delivery_info))
 
 
 def resend(payload: JobPayload) -> None:

@@ -36,7 +36,9 @@ async def _closed_loop(
 
         async def client() -> None:
             while todo:
-                done.append(await send(session, todo.pop()))
+                sent = time.perf_counter() - t0
+                result = await send(session, todo.pop())
+                done.append(result | {"span_s": [sent, time.perf_counter() - t0]})
                 if think_s:
                     await asyncio.sleep(think_s)
 
@@ -94,6 +96,9 @@ def run_genq(
         # first accepted -> last stored: throughput as the server sees it, no client in it
         "server_seconds": max(completed) - min(created),
         "latency_s": latencies,
+        # each job's [sent, answered] from the run's start, and its tokens (report.steady_tps)
+        "span_s": [r["span_s"] for r in results],
+        "job_tokens": [m["output_tokens"] for m in metrics],
         # what a streaming user would wait for the first token: queued + engine's first token
         "ttft_s": [(m["queue_ms"] + m["ttft_ms"]) / 1000 for m in metrics],
         "queue_ms": [m["queue_ms"] for m in metrics],
@@ -156,4 +161,6 @@ def run_openai(url: str, model: str, jobs: list[dict], concurrency: int, stream:
         "output_tokens": sum(r["tokens"] for r in results),
         "latency_s": [r["latency_s"] for r in results],
         "ttft_s": [r["ttft_s"] for r in results],
+        "span_s": [r["span_s"] for r in results],
+        "job_tokens": [r["tokens"] for r in results],
     }

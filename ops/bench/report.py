@@ -87,6 +87,46 @@ def workload_table(result: dict[str, Any], workload: str) -> str:
     return "\n".join(lines)
 
 
+def steady_tps(run: dict) -> tuple[float, float] | None:
+    """Output tok/s while all ``c`` requests were in flight: from the first answer to the last
+    request sent, each job's tokens spread evenly over its time in flight as the client saw it
+    (the same rule for every system). The whole run's rate also counts the start, when the
+    first requests are still on their way, and the end, when fewer than c are left. Returns
+    (tok/s, window seconds); None for runs recorded before spans were."""
+    spans, tokens = run.get("span_s"), run.get("job_tokens")
+    if not spans or not tokens:
+        return None
+    start, end = min(done for _, done in spans), max(sent for sent, _ in spans)
+    if end <= start:
+        return None
+    counted = 0.0
+    for (sent, done), n in zip(spans, tokens, strict=True):
+        overlap = min(done, end) - max(sent, start)
+        if overlap > 0:
+            counted += n * overlap / (done - sent)
+    return counted / (end - start), end - start
+
+
+def steady_table(result: dict[str, Any]) -> str:
+    """Every closed-loop level's steady-state rate beside its whole-run rate."""
+    lines = [
+        "| workload | system | conc. | whole run tok/s | x limit | steady tok/s (window s) "
+        "| x limit |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, name in SYSTEMS:
+        for r in result.get(key, []):
+            if (steady := steady_tps(r)) is None:
+                continue
+            limit_tps = limit_of(result, r["workload"])
+            lines.append(
+                f"| {r['workload']} | {name} | {r['concurrency']} | {tps(r):.0f} "
+                f"| {ratio(tps(r), limit_tps)} | {steady[0]:.0f} ({steady[1]:.1f}) "
+                f"| {ratio(steady[0], limit_tps)} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def genq_server_table(result: dict[str, Any]) -> str:
     lines = [
         "| workload | genq conc. | server tok/s (first accepted -> last stored) | x limit "
@@ -139,6 +179,8 @@ def render(result: dict[str, Any]) -> str:
         out += ["", f"workload {workload}: {description}", "", workload_table(result, workload)]
     if result.get("genq"):
         out += ["", genq_server_table(result)]
+    if steady := steady_table(result):
+        out += ["", "While all c were in flight (report.steady_tps):", "", steady]
     out += host_lines(result)
     if info := result.get("worker"):
         phases = ", ".join(f"{k} {v:.1f}" for k, v in info["startup_s"].items())
