@@ -99,6 +99,7 @@ def run_genq(
         # each job's [sent, answered] from the run's start, and its tokens (report.steady_tps)
         "span_s": [r["span_s"] for r in results],
         "job_tokens": [m["output_tokens"] for m in metrics],
+        "prompt_tokens": [m.get("prompt_tokens") for m in metrics],
         # what a streaming user would wait for the first token: queued + engine's first token
         "ttft_s": [(m["queue_ms"] + m["ttft_ms"]) / 1000 for m in metrics],
         "queue_ms": [m["queue_ms"] for m in metrics],
@@ -124,7 +125,7 @@ def run_openai(url: str, model: str, jobs: list[dict], concurrency: int, stream:
             "stream_options": {"include_usage": True},
         }
         sent = time.perf_counter()
-        ttft, tokens = None, 0
+        ttft, tokens, prompt = None, 0, None
         async with session.post(f"{url}/v1/chat/completions", json=body) as r:
             r.raise_for_status()
             async for raw in r.content:
@@ -136,7 +137,13 @@ def run_openai(url: str, model: str, jobs: list[dict], concurrency: int, stream:
                     ttft = time.perf_counter() - sent
                 if chunk.get("usage"):
                     tokens = chunk["usage"]["completion_tokens"]
-        return {"latency_s": time.perf_counter() - sent, "ttft_s": ttft, "tokens": tokens}
+                    prompt = chunk["usage"]["prompt_tokens"]
+        return {
+            "latency_s": time.perf_counter() - sent,
+            "ttft_s": ttft,
+            "tokens": tokens,
+            "prompt_tokens": prompt,
+        }
 
     async def send_plain(session: aiohttp.ClientSession, job: dict) -> dict:
         body = {
@@ -150,8 +157,13 @@ def run_openai(url: str, model: str, jobs: list[dict], concurrency: int, stream:
         async with session.post(f"{url}/v1/chat/completions", json=body) as r:
             r.raise_for_status()
             answer = await r.json()
-        tokens = answer["usage"]["completion_tokens"]
-        return {"latency_s": time.perf_counter() - sent, "ttft_s": None, "tokens": tokens}
+        usage = answer["usage"]
+        return {
+            "latency_s": time.perf_counter() - sent,
+            "ttft_s": None,
+            "tokens": usage["completion_tokens"],
+            "prompt_tokens": usage["prompt_tokens"],
+        }
 
     results, wall = asyncio.run(_closed_loop(jobs, concurrency, send))
     return {
@@ -163,4 +175,5 @@ def run_openai(url: str, model: str, jobs: list[dict], concurrency: int, stream:
         "ttft_s": [r["ttft_s"] for r in results],
         "span_s": [r["span_s"] for r in results],
         "job_tokens": [r["tokens"] for r in results],
+        "prompt_tokens": [r["prompt_tokens"] for r in results],
     }
