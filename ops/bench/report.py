@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -107,22 +108,39 @@ def steady_tps(run: dict) -> tuple[float, float] | None:
     return counted / (end - start), end - start
 
 
+def wave_period_s(run: dict, batch: int) -> float | None:
+    """Fixed-length jobs run in the engine in waves of ``batch`` (its ``max_num_seqs``) that
+    start and end together once more jobs wait than it batches: the median time from one wave's
+    middle completion to the next. It is the engine's own pace (decode steps and the next wave's
+    prefill), with no queue or client in it: two systems on one engine config should match."""
+    spans = run.get("span_s")
+    if not spans or run["concurrency"] < 2 * batch:
+        return None
+    done = sorted(answered for _, answered in spans)
+    middles = done[batch // 2 :: batch]
+    gaps = [b - a for a, b in zip(middles, middles[1:])]
+    return statistics.median(gaps) if len(gaps) >= 3 else None
+
+
 def steady_table(result: dict[str, Any]) -> str:
-    """Every closed-loop level's steady-state rate beside its whole-run rate."""
+    """Every closed-loop level's steady-state rate beside its whole-run rate, and, for the fixed
+    workload at twice the engine's batch or more, the engine's wave period."""
+    batch = json.loads(result["meta"]["args"].get("engine_args") or "{}").get("max_num_seqs")
     lines = [
         "| workload | system | conc. | whole run tok/s | x limit | steady tok/s (window s) "
-        "| x limit |",
-        "|---|---|---|---|---|---|---|",
+        "| x limit | wave of max_num_seqs s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key, name in SYSTEMS:
         for r in result.get(key, []):
             if (steady := steady_tps(r)) is None:
                 continue
             limit_tps = limit_of(result, r["workload"])
+            wave = wave_period_s(r, batch) if batch and r["workload"] == "fixed" else None
             lines.append(
                 f"| {r['workload']} | {name} | {r['concurrency']} | {tps(r):.0f} "
                 f"| {ratio(tps(r), limit_tps)} | {steady[0]:.0f} ({steady[1]:.1f}) "
-                f"| {ratio(steady[0], limit_tps)} |"
+                f"| {ratio(steady[0], limit_tps)} | {'-' if wave is None else f'{wave:.2f}'} |"
             )
     return "\n".join(lines) if len(lines) > 2 else ""
 

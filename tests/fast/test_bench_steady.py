@@ -1,9 +1,9 @@
-"""The benchmark's steady-state rate (ops/bench/report.steady_tps): tokens made while every
-request slot was busy, from the first answer to the last request sent."""
+"""The benchmark's steady-state numbers (ops/bench/report.py): tokens made while every request
+slot was busy, from the first answer to the last request sent; the engine's wave period."""
 
 from __future__ import annotations
 
-from ops.bench.report import steady_tps
+from ops.bench.report import steady_tps, wave_period_s
 
 
 def test_counts_only_tokens_made_inside_the_window() -> None:
@@ -19,3 +19,11 @@ def test_counts_only_tokens_made_inside_the_window() -> None:
 def test_runs_without_spans_have_none() -> None:
     assert steady_tps({"latency_s": [1.0]}) is None
     assert steady_tps({"span_s": [[0, 1]], "job_tokens": [5]}) is None  # one job: no window
+
+
+def test_wave_period_is_the_median_gap_between_waves() -> None:
+    # Waves of 2 jobs answered at 1, 3, 5.5 and 7.5 s: gaps 2, 2.5, 2 s.
+    done = [1.0, 1.0, 3.0, 3.0, 5.5, 5.5, 7.5, 7.5]
+    run = {"concurrency": 4, "span_s": [[0.0, d] for d in done]}
+    assert wave_period_s(run, batch=2) == 2.0
+    assert wave_period_s(run | {"concurrency": 3}, batch=2) is None  # no wave waits behind another
