@@ -69,8 +69,9 @@ class HostFailed(RuntimeError):
 
 
 class EngineHost:
-    """The Celery process's handle on its engine host. ``execute`` is called by Celery's task
-    threads, all at once: each sends its job and waits for its own reply (matched by ``seq``)."""
+    """The Celery process's handle on its engine host. Celery's consumer thread sends each job
+    as its message arrives (``forward``); the job's task thread then waits for its reply
+    (``execute``, matched by ``seq``), many threads at once."""
 
     def __init__(self, name: str):
         self.name = name
