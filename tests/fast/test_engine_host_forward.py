@@ -4,14 +4,22 @@ The host here is a stand-in at the other end of a socket pair that echoes what i
 
 from __future__ import annotations
 
+import importlib
 import json
 import socket
+import sys
 import threading
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from celery import signals
 
+from genq.constants import TASK_GENERATE
+from genq.redis_server import EmbeddedRedis
+from genq.settings import worker_settings
+from worker import engine_host
 from worker.engine_host import EngineHost
 
 
@@ -75,16 +83,17 @@ class _Recorder:
 
 
 def test_the_consumer_forwards_jobs_but_not_a_retry_with_a_countdown(
-    monkeypatch: pytest.MonkeyPatch,
+    redis_server: EmbeddedRedis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """worker.celery_app's task_received handler: a generate task without an ETA goes to the
     host at once (kombu's redelivered flag with it); a retry due later, or another task, waits
     for Celery to run it."""
-    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # the app is built, never connected
-    from types import SimpleNamespace  # noqa: PLC0415
-
-    from genq.constants import TASK_GENERATE  # noqa: PLC0415
-    from worker import celery_app, engine_host  # noqa: PLC0415
+    # The worker's app reads its (cached) settings at import: a module of this test's own, gone
+    # after it, as tests/fast/test_task_message.py does.
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    worker_settings.cache_clear()
+    monkeypatch.delitem(sys.modules, "worker.celery_app", raising=False)
+    celery_app = importlib.import_module("worker.celery_app")
 
     recorder = _Recorder()
     monkeypatch.setattr(engine_host, "current", lambda: recorder)
@@ -94,8 +103,13 @@ def test_the_consumer_forwards_jobs_but_not_a_retry_with_a_countdown(
         request = SimpleNamespace(name=name, eta=eta, args=[{"id": "j"}], delivery_info=info)
         celery_app._forward(request=request)
 
-    received(TASK_GENERATE, None, True)
-    received(TASK_GENERATE, None, None)
-    received(TASK_GENERATE, "2026-11-28T00:00:00+00:00", None)
-    received("genq.something_else", None, None)
+    try:
+        received(TASK_GENERATE, None, True)
+        received(TASK_GENERATE, None, None)
+        received(TASK_GENERATE, "2026-11-28T00:00:00+00:00", None)
+        received("genq.something_else", None, None)
+    finally:
+        signals.task_received.disconnect(celery_app._forward)
+        sys.modules.pop("worker.celery_app", None)
+        worker_settings.cache_clear()
     assert recorder.forwarded == [({"id": "j"}, True), ({"id": "j"}, False)]
