@@ -205,6 +205,12 @@ class Engine:
         CUDA graphs). Returns the seconds each phase took: ``imports`` and ``engine``, and those
         vLLM logged inside ``engine`` (``vllm_*``, see worker.vllm_log)."""
         self._startup_lines = vllm_log.capture()
+        # vLLM's engine core (the process that schedules and steps the model) starts as a fresh
+        # interpreter, not as a fork of this process: forked here, its steps ran 5-13% slower on
+        # an H200 at saturation, three leases (docs/benchmarks.md, "The engine core spawned").
+        # It costs ~15 s of start-up (the core imports vLLM again). vLLM's CPU platform always
+        # spawns; a user's VLLM_WORKER_MULTIPROC_METHOD wins.
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         t0 = time.perf_counter()
         from vllm import AsyncEngineArgs  # noqa: PLC0415
         from vllm.v1.engine.async_llm import AsyncLLM  # noqa: PLC0415

@@ -7,9 +7,16 @@
 - **cores**: CPU time each watched process and each of its descendants used, divided by the wall
   time (1.0 = one core busy all along), from ``/proc/<pid>/stat``; a process is named by its
   root's label and its own ``comm`` (vLLM names its engine process ``VLLM::EngineCore``);
-- **threads**: the same for the threads of each watched root, summed by thread name (a Python
-  process whose busiest thread is near 1.0 is bound by its GIL);
+- **threads**: the same for the threads of each watched process (roots and descendants), summed
+  by process and thread name (a Python process whose busiest thread is near 1.0 is bound by its
+  GIL);
+- **runqueue**: per process, the time its threads were ready to run but waited for a CPU
+  (``/proc/<pid>/task/<tid>/schedstat``), over the wall time: near 0 when every busy thread has a
+  core, high when the process competes for CPUs;
+- **gpu**: the GPU's mean utilization (% of time a kernel ran) and SM clock, sampled by
+  ``nvidia-smi`` every 200 ms, where it exists;
 - **host_busy_cores**: all of the host's busy CPU time (``/proc/stat``) over the wall time;
+  **host_steal_cores**: the time a hypervisor ran something else on this VM's virtual CPUs;
 - **engine**: genq's engine gauges (``genq_engine_running_requests`` and ``..._waiting_...``,
   set after every engine step) sampled every ``interval_s``: is the batch full, is there a queue
   inside the engine. Only where a metrics URL is given.
@@ -20,6 +27,8 @@ Linux only (reads ``/proc``); elsewhere it records nothing.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import threading
 import time
 from collections import defaultdict
@@ -43,6 +52,17 @@ def _stat(path: Path) -> tuple[str, int, float] | None:
     return comm, int(fields[1]), (int(fields[11]) + int(fields[12])) * TICK_S
 
 
+def _runqueue_s(pid: int) -> float:
+    """Seconds the threads of a process have waited on a run queue (schedstat's 2nd field, ns)."""
+    total = 0
+    for task in (PROC / str(pid) / "task").glob("*"):
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 1e9
+
+
 def _processes() -> dict[int, tuple[str, int, float]]:
     out = {}
     for entry in PROC.iterdir():
@@ -51,10 +71,12 @@ def _processes() -> dict[int, tuple[str, int, float]]:
     return out
 
 
-def _host_busy_s() -> float:
+def _host_cpu_s() -> dict[str, float]:
+    """The host's busy CPU seconds, and those a hypervisor took from its virtual CPUs (steal)."""
     values = [int(v) for v in (PROC / "stat").read_text().splitlines()[0].split()[1:]]
     idle = values[3] + values[4]  # idle + iowait
-    return (sum(values[:8]) - idle) * TICK_S
+    steal = values[7]
+    return {"busy": (sum(values[:7]) - idle) * TICK_S, "steal": steal * TICK_S}
 
 
 def _snapshot(roots: dict[str, int]) -> dict[str, dict[str, float]]:
@@ -64,6 +86,7 @@ def _snapshot(roots: dict[str, int]) -> dict[str, dict[str, float]]:
         children[ppid].append(pid)
     cores: dict[str, float] = defaultdict(float)
     threads: dict[str, float] = defaultdict(float)
+    runqueue: dict[str, float] = defaultdict(float)
     others = set(roots.values())
     for label, root in roots.items():
         todo = [root]
@@ -73,11 +96,18 @@ def _snapshot(roots: dict[str, int]) -> dict[str, dict[str, float]]:
             if pid not in procs:
                 continue
             comm, _, cpu_s = procs[pid]
-            cores[label if pid == root else f"{label}/{comm}"] += cpu_s
-        for task in (PROC / str(root) / "task").glob("*"):
-            if (stat := _stat(task / "stat")) is not None:
-                threads[f"{label}: {stat[0]}"] += stat[2]
-    return {"cores": dict(cores), "threads": dict(threads), "host": {"busy": _host_busy_s()}}
+            name = label if pid == root else f"{label}/{comm}"
+            cores[name] += cpu_s
+            runqueue[name] += _runqueue_s(pid)
+            for task in (PROC / str(pid) / "task").glob("*"):
+                if (stat := _stat(task / "stat")) is not None:
+                    threads[f"{name}: {stat[0]}"] += stat[2]
+    return {
+        "cores": dict(cores),
+        "threads": dict(threads),
+        "runqueue": dict(runqueue),
+        "host": _host_cpu_s(),
+    }
 
 
 def _gauges(text: str) -> dict[str, float]:
@@ -99,10 +129,24 @@ class HostWatch:
         self.samples: list[dict[str, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._smi: subprocess.Popen | None = None
 
     def __enter__(self) -> HostWatch:
         self._enabled = PROC.is_dir()
         if self._enabled:
+            if shutil.which("nvidia-smi"):
+                self._smi = subprocess.Popen(
+                    [
+                        "nvidia-smi",
+                        "--query-gpu=utilization.gpu,clocks.sm",
+                        "--format=csv,noheader,nounits",
+                        "-lms",
+                        "200",
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
             self._t0 = time.monotonic()
             self._before = _snapshot(self.roots)
             if self.metrics_url:
@@ -117,6 +161,16 @@ class HostWatch:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+        self._gpu = []
+        if self._smi is not None:
+            self._smi.terminate()
+            out, _ = self._smi.communicate(timeout=10)
+            for line in out.splitlines():
+                try:
+                    util, clock = (float(v) for v in line.split(",")[:2])
+                except ValueError:
+                    continue
+                self._gpu.append((util, clock))
 
     def _sample(self) -> None:
         with httpx.Client(timeout=2) as client:
@@ -138,9 +192,17 @@ class HostWatch:
         out: dict = {
             "wall_s": round(self._wall_s, 2),
             "host_busy_cores": rate("host")["busy"],
+            "host_steal_cores": rate("host")["steal"],
             "cores": {k: v for k, v in rate("cores").items() if v >= 0.01},
             "threads": {k: v for k, v in rate("threads").items() if v >= 0.01},
+            "runqueue": {k: v for k, v in rate("runqueue").items() if v >= 0.005},
         }
+        if self._gpu:
+            out["gpu"] = {
+                "samples": len(self._gpu),
+                "util_mean": round(sum(u for u, _ in self._gpu) / len(self._gpu), 1),
+                "sm_clock_mean": round(sum(c for _, c in self._gpu) / len(self._gpu)),
+            }
         running = [s["running"] for s in self.samples if "running" in s]
         waiting = [s["waiting"] for s in self.samples if "waiting" in s]
         if running:

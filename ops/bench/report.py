@@ -167,11 +167,17 @@ def describe_host(summary: dict[str, Any], top: int = 6) -> str:
     if not summary:
         return ""
     parts = [f"host {summary['host_busy_cores']:.1f} cores busy"]
+    if summary.get("host_steal_cores"):
+        parts[0] += f" ({summary['host_steal_cores']:.2f} stolen)"
     parts += [f"{name} {cores:.2f}" for name, cores in list(summary["cores"].items())[:top]]
     line = "; ".join(parts)
     busiest = list(summary["threads"].items())[:3]
     if busiest:
         line += " | threads: " + ", ".join(f"{n} {c:.2f}" for n, c in busiest)
+    if waited := list((summary.get("runqueue") or {}).items())[:3]:
+        line += " | waited for a CPU: " + ", ".join(f"{n} {c:.3f}" for n, c in waited)
+    if gpu := summary.get("gpu"):
+        line += f" | GPU busy {gpu['util_mean']:.0f}%, SM clock {gpu['sm_clock_mean']} MHz"
     if engine := summary.get("engine"):
         line += (
             f" | engine running mean {engine['running_mean']} (p10 {engine['running_p10']:g}),"

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# One saturation level (4,096 jobs x 256 forced tokens, 1,024 in flight, engine batching 256) of
+# one system, with py-spy on vLLM's engine core process while the level runs: where does the
+# engine's time go under genq and under `vllm serve` (docs/benchmarks.md, session 9)?
+#   bash ops/bench/gpu-engine-core.sh fork  NAME   # genq, the engine core forked (vLLM's default)
+#   bash ops/bench/gpu-engine-core.sh spawn NAME   # genq, VLLM_WORKER_MULTIPROC_METHOD=spawn
+#   bash ops/bench/gpu-engine-core.sh serve NAME   # `vllm serve`, not streamed
+#   bash ops/bench/gpu-engine-core.sh limit NAME   # the offline engine limit
+# Writes $OUT/NAME.json, NAME.txt and NAME-core-profile.txt (py-spy raw, --idle: waiting shows).
+# PY_SPY: the py-spy binary (default: on PATH).
+KEEP=${KEEP:-/root/genq-bench}
+source "$(dirname "$0")/gpu-env.sh"
+export VLLM_CACHE_ROOT=${VLLM_CACHE_ROOT:-/root/vllm-cache} GENQ_API_WORKERS=${GENQ_API_WORKERS:-2}
+variant=$1 name=$2
+case $variant in
+  fork) systems=genq ;;
+  spawn) systems=genq; export VLLM_WORKER_MULTIPROC_METHOD=spawn ;;
+  serve) systems=vllm_serve_plain ;;
+  limit) systems=limit ;;
+  *) echo "variant: fork, spawn, serve or limit" >&2; exit 2 ;;
+esac
+EA='{"load_format": "dummy", "max_num_batched_tokens": 16384, "max_num_seqs": 256}'
+log=$OUT/$name.txt
+python3 ops/bench/bench.py --prompts 4096 --tokens 256 --concurrency 1024 --mix-prompts 0 \
+  --worker-concurrency 1024 --seed-requests 4 --seed-curls 2 --engine-args "$EA" \
+  --systems "$systems" --out "$OUT/$name.json" >"$log" 2>&1 &
+bench=$!
+if [ "$variant" != limit ]; then
+  # Once the level runs and its batch is full, 20 s of the engine core's stacks.
+  until grep -q "at concurrency 1024" "$log" 2>/dev/null || ! kill -0 $bench 2>/dev/null; do
+    sleep 1
+  done
+  sleep 12
+  core=$(pgrep -f "VLLM::EngineCore" | head -1)
+  [ -n "$core" ] && "${PY_SPY:-py-spy}" record -p "$core" -r 50 -d 20 --idle --threads \
+    --nonblocking -f raw -o "$OUT/$name-core-profile.txt" >/dev/null 2>&1
+fi
+wait $bench
+tail -40 "$log"
