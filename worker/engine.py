@@ -206,10 +206,11 @@ class Engine:
         vLLM logged inside ``engine`` (``vllm_*``, see worker.vllm_log)."""
         self._startup_lines = vllm_log.capture()
         # vLLM's engine core (the process that schedules and steps the model) starts as a fresh
-        # interpreter, not as a fork of this process: forked here, its steps ran 5-13% slower on
-        # an H200 at saturation, three leases (docs/benchmarks.md, "The engine core spawned").
-        # It costs ~15 s of start-up (the core imports vLLM again). vLLM's CPU platform always
-        # spawns; a user's VLLM_WORKER_MULTIPROC_METHOD wins.
+        # interpreter, not as a fork of this process: forked, it took 5-16% longer per wave of
+        # steps on an H200 at saturation, three leases (docs/benchmarks.md, "The engine core
+        # spawned"). It costs ~15 s of start-up (the core imports vLLM again). vLLM's own server
+        # does the same (its entry points set this variable; vLLM as a library forks), and its
+        # CPU platform always spawns. A user's VLLM_WORKER_MULTIPROC_METHOD wins.
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         t0 = time.perf_counter()
         from vllm import AsyncEngineArgs  # noqa: PLC0415
