@@ -68,10 +68,12 @@ def test_a_running_job_is_aborted_inside_the_engine(stack: Stack) -> None:
     wait_until(lambda: _worker(stack)["engine_requests"] >= 1, 10, "the engine holds the request")
     time.sleep(0.5)
 
-    t0 = time.monotonic()
+    # 200: the job was terminal within the API's GENQ_CANCEL_WAIT_S (10 s) of the request; a
+    # cancel that had not reached the engine would answer 202 (it runs for minutes). No bound
+    # on the client's own clock: a CI machine that stalls the test process a minute would trip
+    # it (seen once) without anything of genq being slow.
     response = httpx.post(f"{stack.api}/v1/jobs/{job_id}/cancel", timeout=30)
     assert response.status_code == 200, response.text
-    assert time.monotonic() - t0 < 5
     job = response.json()
     assert job["status"] == "canceled" and job["error"]["type"] == "canceled"
     assert job["output"]["finish_reason"] == "abort"
