@@ -352,7 +352,9 @@ def run_genq_stack(
                         stderr=subprocess.STDOUT,
                     )
                 with stack.watch() as watch:
-                    run = loadgen.run_genq(stack.url, subset(jobs[name], c, args), c)
+                    run = loadgen.run_genq(
+                        stack.url, subset(jobs[name], c, args), c, loaded=watch.stop
+                    )
                 if profiler:
                     profiler.send_signal(signal.SIGINT)
                     profiler.wait(30)

@@ -154,7 +154,11 @@ class HostWatch:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if not self._enabled:
+        self.stop()
+
+    def stop(self) -> None:
+        """End the window (the load is over); later calls, and the ``with``'s exit, keep it."""
+        if not self._enabled or self._stop.is_set():
             return
         self._after = _snapshot(self.roots)
         self._wall_s = time.monotonic() - self._t0

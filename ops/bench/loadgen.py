@@ -53,9 +53,12 @@ def run_genq(
     concurrency: int,
     keep_records: bool = False,
     think_s: float = 0.0,
+    loaded: Callable[[], None] = lambda: None,
 ) -> dict:
     """``keep_records``: the result has each job's ``records`` too (model, created, completed,
-    metrics), for per-model sums (ops/bench/scaleout.py). ``think_s``: see ``_closed_loop``."""
+    metrics), for per-model sums (ops/bench/scaleout.py). ``think_s``: see ``_closed_loop``.
+    ``loaded`` is called once the last job has answered, before the records are read back one
+    by one (a HostWatch's ``stop``: that read is no part of the load)."""
 
     async def send(session: aiohttp.ClientSession, job: dict) -> dict:
         body = {k: job[k] for k in ("prompt", "max_tokens", "min_tokens", "model") if k in job}
@@ -67,6 +70,7 @@ def run_genq(
 
     async def drive() -> tuple[list[dict], float, list[dict]]:
         results, wall = await _closed_loop(jobs, concurrency, send, think_s)
+        loaded()
         async with aiohttp.ClientSession() as session:
             records = []
             for r in results:

@@ -54,3 +54,20 @@ def test_counts_a_root_and_its_children_by_process_and_thread() -> None:
     assert set(summary["runqueue"]) <= set(cores)
     line = describe_host(summary)
     assert line.startswith("host ") and "spinner" in line
+
+
+def test_stop_ends_the_window_before_the_block_does() -> None:
+    # The load ends at stop(); what runs after it (genq's records read back one by one) is no
+    # part of the load, and a process busy only then does not count.
+    spinner = subprocess.Popen([sys.executable, "-c", SPIN, "alone"])
+    try:
+        with HostWatch({"spinner": spinner.pid}) as watch:
+            time.sleep(1.0)
+            watch.stop()
+            time.sleep(1.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    summary = watch.summary()
+    assert 0.9 <= summary["wall_s"] < 1.5
+    assert summary["cores"]["spinner"] > 0.3
