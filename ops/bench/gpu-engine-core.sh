@@ -7,7 +7,8 @@
 #   bash ops/bench/gpu-engine-core.sh serve NAME   # `vllm serve`, not streamed
 #   bash ops/bench/gpu-engine-core.sh limit NAME   # the offline engine limit
 # Writes $OUT/NAME.json, NAME.txt and NAME-core-profile.txt (py-spy raw, --idle: waiting shows).
-# PY_SPY: the py-spy binary (default: on PATH).
+# PY_SPY: the py-spy binary (default: on PATH). ENGINE_ARGS: the engine's options, the same for
+# every system (default below: session 9's).
 KEEP=${KEEP:-/root/genq-bench}
 source "$(dirname "$0")/gpu-env.sh"
 export VLLM_CACHE_ROOT=${VLLM_CACHE_ROOT:-/root/vllm-cache} GENQ_API_WORKERS=${GENQ_API_WORKERS:-2}
@@ -19,7 +20,7 @@ case $variant in
   limit) systems=limit ;;
   *) echo "variant: fork, spawn, serve or limit" >&2; exit 2 ;;
 esac
-EA='{"load_format": "dummy", "max_num_batched_tokens": 16384, "max_num_seqs": 256}'
+EA=${ENGINE_ARGS:-'{"load_format": "dummy", "max_num_batched_tokens": 16384, "max_num_seqs": 256}'}
 log=$OUT/$name.txt
 python3 ops/bench/bench.py --prompts 4096 --tokens 256 --concurrency 1024 --mix-prompts 0 \
   --worker-concurrency 1024 --seed-requests 4 --seed-curls 2 --engine-args "$EA" \

@@ -1,0 +1,130 @@
+"""Where vLLM's engine core spent its time, and how often new jobs joined its batch: the two
+readings that explain genq's gap to `vllm serve` at saturation (docs/benchmarks.md, "Session 9's
+runs read again").
+
+    python3 ops/bench/engine_core.py profiles A-core-profile.txt.gz B-core-profile.txt.gz ...
+    python3 ops/bench/engine_core.py admissions A.json B.json ...
+
+``profiles``: py-spy raw stacks of the engine core (``gpu-engine-core.sh`` records them, --idle
+--threads), the main thread's samples by the step phase they fall in, as a share of them, one
+column per file. ``admissions``: from a bench result, the moments new jobs got their first token
+(each job's send time plus its time to first token), grouped into admission events (first tokens
+less than 10 ms apart came from one engine step), counted per second over the steady part of
+the run (8 s trimmed at each end). Every admission event is a step that prefills new prompts
+beside the running batch's decodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+# The frame that names a phase, first match from the leaf's side wins. The names are vLLM's
+# (0.22 on the GPU); frames are "function (file:line)" in py-spy's output.
+PHASES = [
+    ("GPUModelRunner._model_forward", "model forward run by Python (no full CUDA graph)"),
+    ("AsyncOutputFuture.result", "waiting for the GPU's output"),
+    ("UniProcExecutor.sample_tokens", "sampling"),
+    ("Scheduler.update_from_output", "scheduler: update from output"),
+    ("Scheduler.schedule", "scheduler: schedule"),
+    ("GPUModelRunner._prepare_inputs", "runner: prepare inputs"),
+    ("GPUModelRunner._update_states", "runner: update states"),
+    ("GPUModelRunner._build_attention_metadata", "runner: attention metadata"),
+    ("GPUModelRunner.execute_model", "runner: other"),
+    ("EngineCoreProc._process_engine_step", "engine step: other"),
+]
+GAP_S = 0.010
+TRIM_S = 8.0
+
+
+def _open(path: Path):
+    return gzip.open(path, "rt") if path.suffix == ".gz" else path.open()
+
+
+def phase_shares(path: Path) -> dict[str, float]:
+    """The engine core's main thread in ``path`` (py-spy raw), by phase: share of its samples.
+    A core that forked from genq's engine loop names its main thread after that loop's thread:
+    the thread with the most samples in an engine step counts as the main one."""
+    by_thread: dict[str, Counter[str]] = {}
+    with _open(path) as lines:
+        for line in lines:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            thread, _, frames = stack.partition(";")
+            names = [frame.split(" (")[0] for frame in frames.split(";") if frame]
+            phase = next(
+                (label for name, label in PHASES if name in names),
+                "other" if names else "idle (empty stack)",
+            )
+            by_thread.setdefault(thread, Counter())[phase] += int(count)
+    main = max(by_thread.values(), key=lambda c: sum(v for k, v in c.items() if k != "other"))
+    total = sum(main.values())
+    return {phase: n / total for phase, n in main.items()}
+
+
+def admission_events(result: dict) -> list[dict]:
+    """Per level with each job's time to first token (genq; streamed OpenAI servers):
+    admission events per second and their sizes, over the steady part of the run."""
+    rows = []
+    for system, runs in result.items():
+        if not isinstance(runs, list):
+            continue
+        for run in runs:
+            if not isinstance(run, dict) or "span_s" not in run:
+                continue
+            if not run.get("ttft_s") or None in run["ttft_s"]:
+                continue  # not streamed: no first tokens seen
+            firsts = sorted(span[0] + ttft for span, ttft in zip(run["span_s"], run["ttft_s"]))
+            lo, hi = firsts[0] + TRIM_S, firsts[-1] - TRIM_S
+            steady = [t for t in firsts if lo <= t <= hi]
+            if hi <= lo or not steady:
+                continue
+            sizes = [1]
+            for before, t in zip(steady, steady[1:]):
+                if t - before < GAP_S:
+                    sizes[-1] += 1
+                else:
+                    sizes.append(1)
+            sizes.sort()
+            rows.append(
+                {
+                    "system": system,
+                    "concurrency": run.get("concurrency"),
+                    "jobs": len(steady),
+                    "events_per_s": len(sizes) / (hi - lo),
+                    "size_p50": sizes[len(sizes) // 2],
+                    "size_p90": sizes[int(len(sizes) * 0.9)],
+                }
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("what", choices=["profiles", "admissions"])
+    p.add_argument("files", nargs="+", type=Path)
+    args = p.parse_args(argv)
+    if args.what == "profiles":
+        columns = {f.name.split("-core-profile")[0]: phase_shares(f) for f in args.files}
+        order = [label for _, label in PHASES] + ["other", "idle (empty stack)"]
+        print("| main thread, % of samples | " + " | ".join(columns) + " |")
+        print("|---" * (len(columns) + 1) + "|")
+        for phase in order:
+            cells = [f"{100 * shares.get(phase, 0.0):.1f}" for shares in columns.values()]
+            print(f"| {phase} | " + " | ".join(cells) + " |")
+        return
+    print("| run | system | conc. | jobs | admission events/s | jobs each p50/p90 |")
+    print("|---|---|---|---|---|---|")
+    for path in args.files:
+        for row in admission_events(json.loads(path.read_text())):
+            print(
+                f"| {path.stem} | {row['system']} | {row['concurrency']} | {row['jobs']} | "
+                f"{row['events_per_s']:.1f} | {row['size_p50']}/{row['size_p90']} |"
+            )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
