@@ -23,8 +23,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-# The frame that names a phase, first match from the leaf's side wins. The names are vLLM's
-# (0.22 on the GPU); frames are "function (file:line)" in py-spy's output.
+# The frames that name a phase, the narrower ones first: a stack is in the phase of the first of
+# them it holds. The names are vLLM's (0.22 on the GPU); py-spy writes "function (file:line)".
 PHASES = [
     ("GPUModelRunner._model_forward", "model forward run by Python (no full CUDA graph)"),
     ("AsyncOutputFuture.result", "waiting for the GPU's output"),

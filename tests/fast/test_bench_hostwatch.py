@@ -57,8 +57,8 @@ def test_counts_a_root_and_its_children_by_process_and_thread() -> None:
 
 
 def test_stop_ends_the_window_before_the_block_does() -> None:
-    # The load ends at stop(); what runs after it (genq's records read back one by one) is no
-    # part of the load, and a process busy only then does not count.
+    # The window ends at stop(): what the block does after it (genq's records read back one by
+    # one) is no part of the load, neither in the wall time nor in the CPU counted.
     spinner = subprocess.Popen([sys.executable, "-c", SPIN, "alone"])
     try:
         with HostWatch({"spinner": spinner.pid}) as watch:
