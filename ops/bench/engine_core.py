@@ -7,11 +7,10 @@ runs read again").
 
 ``profiles``: py-spy raw stacks of the engine core (``gpu-engine-core.sh`` records them, --idle
 --threads), the main thread's samples by the step phase they fall in, as a share of them, one
-column per file. ``admissions``: from a bench result, the moments new jobs got their first token
-(each job's send time plus its time to first token), grouped into admission events (first tokens
-less than 10 ms apart came from one engine step), counted per second over the steady part of
-the run (8 s trimmed at each end). Every admission event is a step that prefills new prompts
-beside the running batch's decodes.
+column per file. ``admissions``: for each level of a bench result with first tokens, how often
+new jobs joined the engine's batch (``report.admissions``; ``report.py`` prints it beside the
+steady rate too): every admission is a step that prefills new prompts beside the running
+batch's decodes.
 """
 
 from __future__ import annotations
@@ -22,6 +21,10 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from ops.bench.report import admissions  # noqa: E402
 
 # The frames that name a phase, the narrower ones first: a stack is in the phase of the first of
 # them it holds. The names are vLLM's (0.22 on the GPU); py-spy writes "function (file:line)".
@@ -37,8 +40,6 @@ PHASES = [
     ("GPUModelRunner.execute_model", "runner: other"),
     ("EngineCoreProc._process_engine_step", "engine step: other"),
 ]
-GAP_S = 0.010
-TRIM_S = 8.0
 
 
 def _open(path: Path):
@@ -66,39 +67,23 @@ def phase_shares(path: Path) -> dict[str, float]:
 
 
 def admission_events(result: dict) -> list[dict]:
-    """Per level with each job's time to first token (genq; streamed OpenAI servers):
-    admission events per second and their sizes, over the steady part of the run."""
+    """Every level of a bench result with first tokens, and its admissions (report.admissions)."""
     rows = []
     for system, runs in result.items():
         if not isinstance(runs, list):
             continue
         for run in runs:
-            if not isinstance(run, dict) or "span_s" not in run:
-                continue
-            if not run.get("ttft_s") or None in run["ttft_s"]:
-                continue  # not streamed: no first tokens seen
-            firsts = sorted(span[0] + ttft for span, ttft in zip(run["span_s"], run["ttft_s"]))
-            lo, hi = firsts[0] + TRIM_S, firsts[-1] - TRIM_S
-            steady = [t for t in firsts if lo <= t <= hi]
-            if hi <= lo or not steady:
-                continue
-            sizes = [1]
-            for before, t in zip(steady, steady[1:]):
-                if t - before < GAP_S:
-                    sizes[-1] += 1
-                else:
-                    sizes.append(1)
-            sizes.sort()
-            rows.append(
-                {
-                    "system": system,
-                    "concurrency": run.get("concurrency"),
-                    "jobs": len(steady),
-                    "events_per_s": len(sizes) / (hi - lo),
-                    "size_p50": sizes[len(sizes) // 2],
-                    "size_p90": sizes[int(len(sizes) * 0.9)],
-                }
-            )
+            if isinstance(run, dict) and (joined := admissions(run)) is not None:
+                per_s, p50, p90 = joined
+                rows.append(
+                    {
+                        "system": system,
+                        "concurrency": run.get("concurrency"),
+                        "events_per_s": per_s,
+                        "size_p50": p50,
+                        "size_p90": p90,
+                    }
+                )
     return rows
 
 
@@ -116,12 +101,12 @@ def main(argv: list[str] | None = None) -> None:
             cells = [f"{100 * shares.get(phase, 0.0):.1f}" for shares in columns.values()]
             print(f"| {phase} | " + " | ".join(cells) + " |")
         return
-    print("| run | system | conc. | jobs | admission events/s | jobs each p50/p90 |")
-    print("|---|---|---|---|---|---|")
+    print("| run | system | conc. | admissions/s | jobs each p50/p90 |")
+    print("|---|---|---|---|---|")
     for path in args.files:
         for row in admission_events(json.loads(path.read_text())):
             print(
-                f"| {path.stem} | {row['system']} | {row['concurrency']} | {row['jobs']} | "
+                f"| {path.stem} | {row['system']} | {row['concurrency']} | "
                 f"{row['events_per_s']:.1f} | {row['size_p50']}/{row['size_p90']} |"
             )
 

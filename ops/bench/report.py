@@ -122,14 +122,49 @@ def wave_period_s(run: dict, batch: int) -> float | None:
     return statistics.median(gaps) if len(gaps) >= 3 else None
 
 
+ADMISSION_GAP_S = 0.010  # first tokens closer than this came from one engine step
+ADMISSION_TRIM_S = 8.0  # the start and the end of a run, left out
+
+
+def admissions(run: dict) -> tuple[float, int, int] | None:
+    """How often new jobs joined the engine's batch: each job's first token (its send time plus
+    its time to first token — genq's counts from the API's accept, so the send-to-accept time
+    goes in between), first tokens less than 10 ms apart taken as one admission (one engine step
+    that prefilled them beside the running decodes), over the run less 8 s at each end. Returns
+    (admissions per second, jobs per admission p50, p90); None for a run without first tokens
+    (not streamed) or too short. With fixed lengths a batch that stays in step admits once per
+    wave; one out of step admits a few jobs many times a wave."""
+    spans, ttfts = run.get("span_s"), run.get("ttft_s")
+    if not spans or not ttfts or None in ttfts:
+        return None
+    accepted_ms = run.get("send_to_accept_ms") or [0.0] * len(spans)
+    firsts = sorted(
+        sent + accept / 1000 + ttft
+        for (sent, _), accept, ttft in zip(spans, accepted_ms, ttfts, strict=True)
+    )
+    lo, hi = firsts[0] + ADMISSION_TRIM_S, firsts[-1] - ADMISSION_TRIM_S
+    steady = [t for t in firsts if lo <= t <= hi]
+    if hi <= lo or not steady:
+        return None
+    sizes = [1]
+    for before, t in zip(steady, steady[1:]):
+        if t - before < ADMISSION_GAP_S:
+            sizes[-1] += 1
+        else:
+            sizes.append(1)
+    sizes.sort()
+    return len(sizes) / (hi - lo), sizes[len(sizes) // 2], sizes[int(len(sizes) * 0.9)]
+
+
 def steady_table(result: dict[str, Any]) -> str:
-    """Every closed-loop level's steady-state rate beside its whole-run rate, and, for the fixed
-    workload at twice the engine's batch or more, the engine's wave period."""
+    """Every closed-loop level's steady-state rate beside its whole-run rate; for the fixed
+    workload at twice the engine's batch or more, the engine's wave period; and how often new
+    jobs joined the batch, where first tokens were seen."""
     batch = json.loads(result["meta"]["args"].get("engine_args") or "{}").get("max_num_seqs")
     lines = [
         "| workload | system | conc. | whole run tok/s | x limit | steady tok/s (window s) "
-        "| x limit | wave of max_num_seqs s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| x limit | wave of max_num_seqs s | admissions/s (jobs each p50/p90) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for key, name in SYSTEMS:
         for r in result.get(key, []):
@@ -137,10 +172,12 @@ def steady_table(result: dict[str, Any]) -> str:
                 continue
             limit_tps = limit_of(result, r["workload"])
             wave = wave_period_s(r, batch) if batch and r["workload"] == "fixed" else None
+            joined = admissions(r)
             lines.append(
                 f"| {r['workload']} | {name} | {r['concurrency']} | {tps(r):.0f} "
                 f"| {ratio(tps(r), limit_tps)} | {steady[0]:.0f} ({steady[1]:.1f}) "
-                f"| {ratio(steady[0], limit_tps)} | {'-' if wave is None else f'{wave:.2f}'} |"
+                f"| {ratio(steady[0], limit_tps)} | {'-' if wave is None else f'{wave:.2f}'} "
+                f"| {'-' if joined is None else f'{joined[0]:.1f} ({joined[1]}/{joined[2]})'} |"
             )
     return "\n".join(lines) if len(lines) > 2 else ""
 

@@ -1,9 +1,12 @@
 """The benchmark's steady-state numbers (ops/bench/report.py): tokens made while every request
-slot was busy, from the first answer to the last request sent; the engine's wave period."""
+slot was busy, from the first answer to the last request sent; the engine's wave period; how
+often new jobs joined its batch."""
 
 from __future__ import annotations
 
-from ops.bench.report import steady_tps, wave_period_s
+import pytest
+
+from ops.bench.report import admissions, steady_tps, wave_period_s
 
 
 def test_counts_only_tokens_made_inside_the_window() -> None:
@@ -27,3 +30,21 @@ def test_wave_period_is_the_median_gap_between_waves() -> None:
     run = {"concurrency": 4, "span_s": [[0.0, d] for d in done]}
     assert wave_period_s(run, batch=2) == 2.0
     assert wave_period_s(run | {"concurrency": 3}, batch=2) is None  # no wave waits behind another
+
+
+def test_admissions_count_genq_first_tokens_from_the_api_accept() -> None:
+    # 40 s, a step a second admits 4 jobs. genq's time to first token counts from the API's
+    # accept, which came 0-60 ms after each send: with the accept time put back, the 4 first
+    # tokens of a step fall together again.
+    spans, accepted_ms, ttfts = [], [], []
+    for second in range(40):
+        for k in range(4):
+            spans.append([second - 0.02 * k, second + 3.0])
+            accepted_ms.append(20.0 * k)
+            ttfts.append(0.1)
+    run = {"span_s": spans, "ttft_s": ttfts, "send_to_accept_ms": accepted_ms}
+    per_s, p50, p90 = admissions(run)
+    assert per_s == pytest.approx(1.0, rel=0.1) and (p50, p90) == (4, 4)
+    # Without the accept times every first token stands alone.
+    assert admissions(run | {"send_to_accept_ms": None})[1] == 1
+    assert admissions(run | {"ttft_s": [None] * len(spans)}) is None  # not streamed
