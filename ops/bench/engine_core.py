@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from ops.bench.report import admissions  # noqa: E402
+from ops.bench.report import SYSTEMS, admissions  # noqa: E402
 
 # The frames that name a phase, the narrower ones first: a stack is in the phase of the first of
 # them it holds. The names are vLLM's (0.22 on the GPU); py-spy writes "function (file:line)".
@@ -69,11 +69,9 @@ def phase_shares(path: Path) -> dict[str, float]:
 def admission_events(result: dict) -> list[dict]:
     """Every level of a bench result with first tokens, and its admissions (report.admissions)."""
     rows = []
-    for system, runs in result.items():
-        if not isinstance(runs, list):
-            continue
-        for run in runs:
-            if isinstance(run, dict) and (joined := admissions(run)) is not None:
+    for system, _ in SYSTEMS:
+        for run in result.get(system, []):
+            if (joined := admissions(run)) is not None:
                 per_s, p50, p90 = joined
                 rows.append(
                     {

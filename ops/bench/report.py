@@ -152,8 +152,7 @@ def admissions(run: dict) -> tuple[float, int, int] | None:
             sizes[-1] += 1
         else:
             sizes.append(1)
-    sizes.sort()
-    return len(sizes) / (hi - lo), sizes[len(sizes) // 2], sizes[int(len(sizes) * 0.9)]
+    return len(sizes) / (hi - lo), pct(sizes, 50), pct(sizes, 90)
 
 
 def steady_table(result: dict[str, Any]) -> str:
