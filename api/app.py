@@ -5,6 +5,7 @@ Run with ``genq api`` or ``uvicorn --factory api.app:create_app``.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import genq
+from api import shutdown
 from api.auth import AUTH_ERRORS, AUTHENTICATED, Access
 from api.deps import Services
 from api.errors import install_error_handlers
@@ -57,6 +59,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings, redis, store, batches, waiter, celery, allow, readers, access, models
     )
     await waiter.start()
+    # A request still waiting for its job when the server is about to cut it gets a 503 that
+    # names the job, not a 500 (api.shutdown).
+    loop = asyncio.get_running_loop()
+    at = shutdown.answer_before(settings.api_shutdown_grace_s)
+    unhook = shutdown.on_exit_signal(loop, lambda: loop.call_later(at, waiter.drain))
     # What the process made to start stays: keep the collector from walking it again and again
     # (as vLLM's own server does after start-up).
     gc.collect()
@@ -64,6 +71,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        unhook()
         await waiter.stop()
         celery.close()
         await stream_redis.aclose()

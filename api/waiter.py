@@ -28,6 +28,8 @@ class JobWaiter:
         # A future resolves to the job's terminal record, or to None: read it again.
         self._waiters: defaultdict[str, set[asyncio.Future[JobRecord | None]]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
+        # Set when the process is stopping (api.shutdown): every wait ends at once.
+        self.draining = False
 
     async def start(self) -> None:
         # After each (re)subscription, wake everyone: a job may have finished meanwhile.
@@ -38,6 +40,12 @@ class JobWaiter:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+    def drain(self) -> None:
+        """End every wait now, and every wait begun from now on, with the record as it stands:
+        the process is about to stop (api.shutdown)."""
+        self.draining = True
+        self._wake()
 
     def _wake(self, message: str | None = None) -> None:
         if message is None:
@@ -56,7 +64,8 @@ class JobWaiter:
                     fut.set_result(record)
 
     async def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
-        """The job's record once terminal, or as it stands after ``timeout_s``."""
+        """The job's record once terminal, or as it stands after ``timeout_s`` or when the
+        waiter is drained."""
         deadline = time.monotonic() + timeout_s
         loop = asyncio.get_running_loop()
         while True:
@@ -65,7 +74,7 @@ class JobWaiter:
             try:
                 record = await self._store.get(job_id)
                 left = deadline - time.monotonic()
-                if record is None or record.status.is_terminal() or left <= 0:
+                if record is None or record.status.is_terminal() or left <= 0 or self.draining:
                     return record
                 try:
                     if (done := await asyncio.wait_for(fut, left)) is not None:

@@ -107,7 +107,7 @@ def cmd_api(_: argparse.Namespace) -> int:
             port=settings.api_port,
             workers=settings.api_workers,
             log_level=settings.log_level.lower(),
-            timeout_graceful_shutdown=30,
+            timeout_graceful_shutdown=settings.api_shutdown_grace_s,
         )
     finally:
         if ours:

@@ -122,6 +122,10 @@ class ApiSettings(CommonSettings):
     api_workers: int = Field(1, ge=1, le=64)
     # How long the synchronous POST /generate waits for its job before answering 504.
     generate_timeout_s: float = Field(300.0, gt=0)
+    # On SIGTERM or SIGINT: how long requests in flight may take to finish before the server
+    # cuts them. A synchronous request still waiting for its job shortly before that is answered
+    # 503 naming the job, which goes on (api.shutdown).
+    api_shutdown_grace_s: int = Field(30, ge=1)
     # Jobs waiting to start above which POST /v1/jobs answers 429.
     max_queued: int = Field(10_000, ge=1)
     # Request bodies larger than this are refused with 413.

@@ -30,6 +30,7 @@ async def generate(body: GenerateRequest, svc: ServicesDep, caller: CallerDep) -
         await svc.waiter.wait(record.id, settings.generate_timeout_s),
         record.id,
         settings.generate_timeout_s,
+        stopping=svc.waiter.draining,
     )
     return GenerateResponse(
         generated_text=done.output.text,
@@ -38,10 +39,12 @@ async def generate(body: GenerateRequest, svc: ServicesDep, caller: CallerDep) -
     )
 
 
-def succeeded(done: JobRecord | None, job_id: str, timeout_s: float) -> JobRecord:
+def succeeded(
+    done: JobRecord | None, job_id: str, timeout_s: float, stopping: bool = False
+) -> JobRecord:
     """A waited-for job that succeeded, or the error a synchronous caller gets instead: its
     failure (422 for input the engine refused), 409 canceled, 504 still running after
-    ``timeout_s``."""
+    ``timeout_s``, 503 still running when this API process is ``stopping`` (api.shutdown)."""
     if done is None:
         raise ApiError(503, "unavailable", f"job {job_id} disappeared (expired?)")
     if done.status is JobStatus.SUCCEEDED and done.output is not None:
@@ -54,6 +57,14 @@ def succeeded(done: JobRecord | None, job_id: str, timeout_s: float) -> JobRecor
         )
     if done.status is JobStatus.CANCELED:
         raise ApiError(409, "canceled", f"job {done.id} was canceled")
+    if stopping:
+        raise ApiError(
+            503,
+            "unavailable",
+            f"this API process is shutting down; job {done.id} is still {done.status.value}: "
+            f"poll /v1/jobs/{done.id} for its result",
+            headers={"Retry-After": "1"},
+        )
     raise ApiError(
         504,
         "timeout",

@@ -191,7 +191,12 @@ async def _complete(
             headers=SSE_HEADERS | headers,
         )
     timeout_s = svc.settings.generate_timeout_s
-    done = succeeded(await svc.waiter.wait(record.id, timeout_s), record.id, timeout_s)
+    done = succeeded(
+        await svc.waiter.wait(record.id, timeout_s),
+        record.id,
+        timeout_s,
+        stopping=svc.waiter.draining,
+    )
     text, reason = done.output.text, done.output.finish_reason
     response: ChatCompletion | Completion
     if chat:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,8 @@ import psutil
 import pytest
 import redis
 
-from genq.constants import QUEUED_COUNT
+from genq.constants import QUEUED_COUNT, model_queue
+from genq.model import DEFAULT_MODEL_NAME
 from genq.redis_server import free_port
 from tests.e2e.conftest import (
     ParkedApi,
@@ -262,11 +264,12 @@ def test_a_worker_whose_engine_cannot_load_exits_non_zero(stack: Stack) -> None:
 
 
 def test_sigterm_lets_short_jobs_finish_and_hands_long_ones_back(stack: Stack) -> None:
-    """The stack's workers have GENQ_SHUTDOWN_GRACE_S=4: SIGTERM stops taking jobs, lets a job
-    that ends within 4 s end, gives the other back, and exits 0; the next worker finishes it."""
-    # 1000 tokens: over a minute on the CPU engine, far past the 4 s grace.
+    """The stack's workers have GENQ_SHUTDOWN_GRACE_S=10: SIGTERM stops taking jobs, lets a job
+    that ends within 10 s end, gives the other back, and exits 0; the next worker finishes it."""
+    # 1000 tokens: over a minute on the CPU engine, far past the grace; 16 tokens take 1-3 s,
+    # also on a slow day (the engine's two jobs at ~6-15 tokens/s each).
     long_id = _start_long_job(stack, "A very long story.", 1000)
-    short_id = _start_long_job(stack, "A short story.", 30)
+    short_id = _start_long_job(stack, "A short story.", 16)
     stack.worker.send_signal(signal.SIGTERM)
     assert stack.worker.wait(60) == 0
     short = httpx.get(f"{stack.api}/v1/jobs/{short_id}").json()
@@ -296,6 +299,44 @@ def test_sigterm_on_the_api_finishes_the_requests_in_flight(stack: Stack) -> Non
         assert api.wait(30) in (0, -signal.SIGTERM)
     finally:
         stop_role(api)
+
+
+def test_sigterm_on_the_api_answers_a_wait_its_job_cannot_end_in_time_with_503(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """An API stopped while a POST /generate waits for a job that no worker runs (its queue has
+    none): before the shutdown grace (here 2 s) cuts the request, it is answered 503 naming the
+    job, which is still queued, rather than a 500."""
+    port = free_port()
+    env = stack.env | {
+        "GENQ_API_PORT": str(port),
+        "GENQ_QUEUE": "genq.nobody",
+        "GENQ_API_SHUTDOWN_GRACE_S": "2",
+    }
+    api = start_role("api", env, tmp_path / "stopping-api.log")
+    url = f"http://127.0.0.1:{port}"
+    queue = model_queue("genq.nobody", DEFAULT_MODEL_NAME)
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, 30, "API", api)
+        with ThreadPoolExecutor(1) as pool:
+            body = {"prompt": "Nobody runs this.", "max_tokens": 8}
+            pending = pool.submit(httpx.post, f"{url}/generate", json=body, timeout=60)
+            wait_until(lambda: client.llen(queue) == 1, 30, "the job queued")
+            api.send_signal(signal.SIGTERM)
+            response = pending.result()
+        assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] == "1"
+        error = response.json()["error"]
+        assert error["type"] == "unavailable" and "shutting down" in error["message"]
+        (job_id,) = re.findall(r"poll /v1/jobs/(\w+) ", error["message"])
+        assert httpx.get(f"{stack.api}/v1/jobs/{job_id}").json()["status"] == "queued"
+        assert api.wait(30) in (0, -signal.SIGTERM)
+        assert httpx.post(f"{stack.api}/v1/jobs/{job_id}/cancel").status_code == 200
+    finally:
+        stop_role(api)
+        client.delete(queue)
+        client.close()
 
 
 def test_expired_jobs_answer_404(stack: Stack, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from genq.settings import WorkerSettings
+from genq.settings import ApiSettings, WorkerSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -130,6 +130,14 @@ def test_the_gpu_worker_reserves_one_nvidia_gpu() -> None:
     assert device["driver"] == "nvidia" and device["count"] == 1
     assert "gpu" in device["capabilities"]
     assert "deploy" not in SERVICES["worker-cpu"]
+
+
+def test_the_api_is_stopped_after_its_shutdown_grace() -> None:
+    api = SERVICES["api"]
+    grace = api.get("environment", {}).get("GENQ_API_SHUTDOWN_GRACE_S") or (
+        ApiSettings.model_fields["api_shutdown_grace_s"].default
+    )
+    assert _seconds(api["stop_grace_period"]) > float(grace)  # waits are answered, not cut
 
 
 @pytest.mark.parametrize("name", WORKERS)

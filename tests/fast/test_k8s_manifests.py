@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings
 import genq.settings
 from genq.constants import DEFAULT_QUEUE, model_queue
 from genq.models import served_name
-from genq.settings import WorkerSettings
+from genq.settings import ApiSettings, WorkerSettings
 
 K8S = Path(__file__).resolve().parents[2] / "ops" / "k8s"
 REDIS_CONF = K8S.parent / "redis.conf"
@@ -195,6 +195,14 @@ def test_worker_has_one_gpu() -> None:
 def test_worker_termination_grace_exceeds_shutdown_grace() -> None:
     pod = _obj("Deployment", "genq-worker")["spec"]["template"]["spec"]
     assert pod["terminationGracePeriodSeconds"] > _shutdown_grace_s()
+
+
+def test_api_termination_grace_exceeds_its_shutdown_grace() -> None:
+    pod = _obj("Deployment", "genq-api")["spec"]["template"]["spec"]
+    grace = _env(_container("genq-api")).get("GENQ_API_SHUTDOWN_GRACE_S") or (
+        ApiSettings.model_fields["api_shutdown_grace_s"].default
+    )
+    assert pod["terminationGracePeriodSeconds"] > float(grace)
 
 
 def test_worker_cache_volume_is_mounted_at_genq_cache_dir() -> None:
