@@ -8,6 +8,7 @@ which must then run once the worker is warm.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -86,6 +87,22 @@ def start_role(role: str, env: dict[str, str], log: Path) -> subprocess.Popen[by
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+@contextlib.contextmanager
+def another_api(
+    stack: Stack, log: Path, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A second API process on the stack's Redis, with ``env`` on top of the stack's: its URL
+    and process once it answers, stopped after."""
+    port = free_port()
+    api = start_role("api", stack.env | env | {"GENQ_API_PORT": str(port)}, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, 30, log.name, api)
+        yield url, api
+    finally:
+        stop_role(api)
 
 
 def stop_role(process: subprocess.Popen[bytes]) -> None:

@@ -17,10 +17,10 @@ import redis
 
 from genq.constants import QUEUED_COUNT, model_queue
 from genq.model import DEFAULT_MODEL_NAME
-from genq.redis_server import free_port
 from tests.e2e.conftest import (
     ParkedApi,
     Stack,
+    another_api,
     start_role,
     stop_role,
     wait_for_job,
@@ -283,11 +283,7 @@ def test_sigterm_lets_short_jobs_finish_and_hands_long_ones_back(stack: Stack) -
 
 
 def test_sigterm_on_the_api_finishes_the_requests_in_flight(stack: Stack) -> None:
-    port = free_port()
-    api = start_role("api", stack.env | {"GENQ_API_PORT": str(port)}, stack.logs / "api2.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, 30, "API 2", api)
+    with another_api(stack, stack.logs / "api2.log") as (url, api):
         body = {"prompt": "Say something.", "max_tokens": 60, "min_tokens": 60}
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(httpx.post, f"{url}/generate", json=body, timeout=60)
@@ -297,8 +293,6 @@ def test_sigterm_on_the_api_finishes_the_requests_in_flight(stack: Stack) -> Non
         assert response.status_code == 200, response.text
         # uvicorn re-raises the signal once its graceful shutdown is done.
         assert api.wait(30) in (0, -signal.SIGTERM)
-    finally:
-        stop_role(api)
 
 
 def test_sigterm_on_the_api_answers_a_wait_its_job_cannot_end_in_time_with_503(
@@ -307,49 +301,33 @@ def test_sigterm_on_the_api_answers_a_wait_its_job_cannot_end_in_time_with_503(
     """An API stopped while a POST /generate waits for a job that no worker runs (its queue has
     none): before the shutdown grace (here 2 s) cuts the request, it is answered 503 naming the
     job, which is still queued, rather than a 500."""
-    port = free_port()
-    env = stack.env | {
-        "GENQ_API_PORT": str(port),
-        "GENQ_QUEUE": "genq.nobody",
-        "GENQ_API_SHUTDOWN_GRACE_S": "2",
-    }
-    api = start_role("api", env, tmp_path / "stopping-api.log")
-    url = f"http://127.0.0.1:{port}"
     queue = model_queue("genq.nobody", DEFAULT_MODEL_NAME)
     client = redis.Redis.from_url(stack.redis_url)
+    env = {"GENQ_QUEUE": "genq.nobody", "GENQ_API_SHUTDOWN_GRACE_S": "2"}
     try:
-        wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, 30, "API", api)
-        with ThreadPoolExecutor(1) as pool:
-            body = {"prompt": "Nobody runs this.", "max_tokens": 8}
-            pending = pool.submit(httpx.post, f"{url}/generate", json=body, timeout=60)
-            wait_until(lambda: client.llen(queue) == 1, 30, "the job queued")
-            api.send_signal(signal.SIGTERM)
-            response = pending.result()
+        with another_api(stack, tmp_path / "stopping-api.log", **env) as (url, api):
+            with ThreadPoolExecutor(1) as pool:
+                body = {"prompt": "Nobody runs this.", "max_tokens": 8}
+                pending = pool.submit(httpx.post, f"{url}/generate", json=body, timeout=60)
+                wait_until(lambda: client.llen(queue) == 1, 30, "the job queued")
+                api.send_signal(signal.SIGTERM)
+                response = pending.result()
+            assert api.wait(30) in (0, -signal.SIGTERM)
         assert response.status_code == 503, response.text
         assert response.headers["retry-after"] == "1"
         error = response.json()["error"]
         assert error["type"] == "unavailable" and "shutting down" in error["message"]
         (job_id,) = re.findall(r"poll /v1/jobs/(\w+) ", error["message"])
         assert httpx.get(f"{stack.api}/v1/jobs/{job_id}").json()["status"] == "queued"
-        assert api.wait(30) in (0, -signal.SIGTERM)
         assert httpx.post(f"{stack.api}/v1/jobs/{job_id}/cancel").status_code == 200
     finally:
-        stop_role(api)
         client.delete(queue)
         client.close()
 
 
 def test_expired_jobs_answer_404(stack: Stack, tmp_path: Path) -> None:
-    port = free_port()
-    env = stack.env | {
-        "GENQ_API_PORT": str(port),
-        "GENQ_QUEUE": "genq.ttl",
-        "GENQ_RESULT_TTL_S": "2",
-    }
-    api = start_role("api", env, tmp_path / "ttl-api.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, 30, "TTL API", api)
+    env = {"GENQ_QUEUE": "genq.ttl", "GENQ_RESULT_TTL_S": "2"}
+    with another_api(stack, tmp_path / "ttl-api.log", **env) as (url, _):
         job_id = httpx.post(f"{url}/v1/jobs", json={"prompt": "short-lived"}).json()["id"]
         assert httpx.post(f"{url}/v1/jobs/{job_id}/cancel").json()["status"] == "canceled"
         assert httpx.get(f"{stack.api}/v1/jobs/{job_id}").status_code == 200
@@ -357,5 +335,3 @@ def test_expired_jobs_answer_404(stack: Stack, tmp_path: Path) -> None:
         gone = httpx.get(f"{stack.api}/v1/jobs/{job_id}")
         assert gone.status_code == 404 and "expired" in gone.json()["error"]["message"]
         assert httpx.post(f"{stack.api}/v1/jobs/{job_id}/cancel").status_code == 404
-    finally:
-        stop_role(api)
