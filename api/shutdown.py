@@ -33,8 +33,8 @@ def on_exit_signal(
     thread (an app under a test client) none can be: nothing happens then."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    previous = {sig: signal.getsignal(sig) for sig in EXIT_SIGNALS}
-    previous = {sig: handler for sig, handler in previous.items() if callable(handler)}
+    handlers = {sig: signal.getsignal(sig) for sig in EXIT_SIGNALS}
+    previous = {sig: handler for sig, handler in handlers.items() if callable(handler)}
     fired = False
 
     def handler(sig: int, frame: FrameType | None) -> None:

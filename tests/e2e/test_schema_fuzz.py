@@ -12,11 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
-from genq.redis_server import free_port
-from tests.e2e.conftest import Stack, start_role, stop_role, wait_until
+from tests.e2e.conftest import Stack, another_api
 
 pytestmark = pytest.mark.engine
 
@@ -24,12 +22,7 @@ CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,re
 
 
 def test_no_server_error_and_responses_match_the_schema(stack: Stack, tmp_path: Path) -> None:
-    port = free_port()
-    env = stack.env | {"GENQ_API_PORT": str(port), "GENQ_QUEUE": "genq.fuzz"}
-    api = start_role("api", env, tmp_path / "fuzz-api.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, 30, "fuzz API", api)
+    with another_api(stack, tmp_path / "fuzz-api.log", GENQ_QUEUE="genq.fuzz") as (url, _):
         done = subprocess.run(
             [
                 str(Path(sys.executable).with_name("schemathesis")),
@@ -49,5 +42,3 @@ def test_no_server_error_and_responses_match_the_schema(stack: Stack, tmp_path: 
         )
         assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
         assert "Server error" not in done.stdout
-    finally:
-        stop_role(api)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic_settings import BaseSettings
 
 from genq.settings import ApiSettings, WorkerSettings
 
@@ -132,12 +133,16 @@ def test_the_gpu_worker_reserves_one_nvidia_gpu() -> None:
     assert "deploy" not in SERVICES["worker-cpu"]
 
 
+def _grace_s(service: dict[str, Any], settings: type[BaseSettings], field: str) -> float:
+    """A shutdown grace as the service gets it: its environment, else the setting's default."""
+    value = service.get("environment", {}).get(f"GENQ_{field.upper()}")
+    return float(value or settings.model_fields[field].default)
+
+
 def test_the_api_is_stopped_after_its_shutdown_grace() -> None:
     api = SERVICES["api"]
-    grace = api.get("environment", {}).get("GENQ_API_SHUTDOWN_GRACE_S") or (
-        ApiSettings.model_fields["api_shutdown_grace_s"].default
-    )
-    assert _seconds(api["stop_grace_period"]) > float(grace)  # waits are answered, not cut
+    grace = _grace_s(api, ApiSettings, "api_shutdown_grace_s")
+    assert _seconds(api["stop_grace_period"]) > grace  # waits are answered, not cut
 
 
 @pytest.mark.parametrize("name", WORKERS)
@@ -146,10 +151,8 @@ def test_a_worker_is_healthy_only_once_warm(name: str) -> None:
     check = worker["healthcheck"]
     assert f"http://127.0.0.1:{_worker_port(name)}/readyz" in " ".join(check["test"])
     assert _seconds(check["start_period"]) >= 600  # model load, compile and warm-up
-    grace = worker["environment"].get("GENQ_SHUTDOWN_GRACE_S") or (
-        WorkerSettings.model_fields["shutdown_grace_s"].default
-    )
-    assert _seconds(worker["stop_grace_period"]) > float(grace)  # a drain is never cut short
+    grace = _grace_s(worker, WorkerSettings, "shutdown_grace_s")
+    assert _seconds(worker["stop_grace_period"]) > grace  # a drain is never cut short
     assert worker["restart"] == "unless-stopped"
 
 

@@ -78,11 +78,11 @@ def _port(container: dict[str, Any], ref: int | str) -> int:
     return number
 
 
-def _shutdown_grace_s() -> float:
-    value = _env(_container("genq-worker")).get("GENQ_SHUTDOWN_GRACE_S")
-    if value is None:
-        return WorkerSettings.model_fields["shutdown_grace_s"].default
-    return float(value)
+def _grace_s(workload: str, settings: type[BaseSettings], field: str) -> float:
+    """A shutdown grace as the workload's container gets it: its env, else the setting's
+    default."""
+    value = _env(_container(workload)).get(f"GENQ_{field.upper()}")
+    return float(settings.model_fields[field].default if value is None else value)
 
 
 def test_kustomization_lists_every_manifest_but_the_secret_example() -> None:
@@ -194,15 +194,15 @@ def test_worker_has_one_gpu() -> None:
 
 def test_worker_termination_grace_exceeds_shutdown_grace() -> None:
     pod = _obj("Deployment", "genq-worker")["spec"]["template"]["spec"]
-    assert pod["terminationGracePeriodSeconds"] > _shutdown_grace_s()
+    assert pod["terminationGracePeriodSeconds"] > _grace_s(
+        "genq-worker", WorkerSettings, "shutdown_grace_s"
+    )
 
 
 def test_api_termination_grace_exceeds_its_shutdown_grace() -> None:
     pod = _obj("Deployment", "genq-api")["spec"]["template"]["spec"]
-    grace = _env(_container("genq-api")).get("GENQ_API_SHUTDOWN_GRACE_S") or (
-        ApiSettings.model_fields["api_shutdown_grace_s"].default
-    )
-    assert pod["terminationGracePeriodSeconds"] > float(grace)
+    grace = _grace_s("genq-api", ApiSettings, "api_shutdown_grace_s")
+    assert pod["terminationGracePeriodSeconds"] > grace
 
 
 def test_worker_cache_volume_is_mounted_at_genq_cache_dir() -> None:
