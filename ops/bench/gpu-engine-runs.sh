@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Several saturation runs of ops/bench/gpu-engine-core.sh in one device call, each with a named set
+# of engine options (docs/benchmarks.md, "Full CUDA graphs tried" — session 12):
+#   bash ops/bench/gpu-engine-runs.sh spawn:c1-genq-full:full serve:c2-serve-full:full limit:c3:default
+# Each argument is VARIANT:NAME:OPTIONS, VARIANT and NAME as gpu-engine-core.sh takes them and
+# OPTIONS one of: default (session 9's), full (cudagraph_mode FULL, graphs up to 1,024 tokens),
+# fp1024 (FULL_AND_PIECEWISE, vLLM's default mode, graphs up to 1,024 tokens).
+# The call that installs the bundle carries .device/run and .device/model; this script keeps
+# their binaries (redis-server, py-spy), device-env.sh and the model in /root, so later calls on
+# the same machine carry nothing but the tree.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+if [ -d .device/run ]; then
+  mkdir -p /root/bin && cp .device/run/bin/* /root/bin/ && cp .device/run/device-env.sh /root/
+  rm -rf /root/model && cp -r .device/model /root/model
+fi
+set +u; source /root/device-env.sh; set -u
+export MODEL_DIR=/root/model PY_SPY=/root/bin/py-spy GENQ_REDIS_SERVER=/root/bin/redis-server
+base='"load_format": "dummy", "max_num_batched_tokens": 16384, "max_num_seqs": 256'
+graphs() { echo "{$base, \"compilation_config\": {\"cudagraph_mode\": \"$1\", \"max_cudagraph_capture_size\": 1024}}"; }
+for spec in "$@"; do
+  IFS=: read -r variant name options <<<"$spec"
+  case $options in
+    default) ea="{$base}" ;;
+    full) ea=$(graphs FULL) ;;
+    fp1024) ea=$(graphs FULL_AND_PIECEWISE) ;;
+    *) echo "OPTIONS: default, full or fp1024" >&2; exit 2 ;;
+  esac
+  echo "== $variant $name $ea"
+  start=$(date +%s)
+  ENGINE_ARGS=$ea bash ops/bench/gpu-engine-core.sh "$variant" "$name" | tail -25
+  echo "== $name took $(($(date +%s) - start)) s"
+done
