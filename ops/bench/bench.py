@@ -219,6 +219,12 @@ def main() -> None:
     p.add_argument("--seed-curls", type=int, default=21, help="the seed's curl, first and after")
     p.add_argument("--jobs-per-slot", type=int, default=4, help="jobs run at c: c x this")
     p.add_argument(
+        "--ramp-s",
+        type=float,
+        default=0.0,
+        help="HTTP systems: the first c requests go out evenly over this many seconds, not at once",
+    )
+    p.add_argument(
         "--profile-worker", metavar="PY_SPY", help="py-spy binary: profile the busiest level"
     )
     p.add_argument("--resume", type=Path, help="a result JSON: keep its systems, run the rest")
@@ -286,7 +292,12 @@ def main() -> None:
                         roots = {"client": os.getpid(), "vllm_serve": server.proc.pid}
                         with HostWatch(roots) as watch:
                             run = loadgen.run_openai(
-                                server.url, "bench", subset(jobs[name], c, args), c, stream
+                                server.url,
+                                "bench",
+                                subset(jobs[name], c, args),
+                                c,
+                                stream,
+                                ramp_s=args.ramp_s,
                             )
                         result[key].append({"workload": name, **run, "host": watch.summary()})
             finally:
@@ -319,7 +330,9 @@ def run_genq_stack(
             for name, cs in levels.items():
                 for c in cs:
                     print(f"genq_openai: {name} at concurrency {c} ...", flush=True)
-                    run = loadgen.run_openai(stack.url, model, subset(jobs[name], c, args), c, True)
+                    run = loadgen.run_openai(
+                        stack.url, model, subset(jobs[name], c, args), c, True, ramp_s=args.ramp_s
+                    )
                     result["genq_openai"].append({"workload": name, **run})
         if "genq" not in systems:
             return
@@ -353,7 +366,11 @@ def run_genq_stack(
                     )
                 with stack.watch() as watch:
                     run = loadgen.run_genq(
-                        stack.url, subset(jobs[name], c, args), c, loaded=watch.stop
+                        stack.url,
+                        subset(jobs[name], c, args),
+                        c,
+                        loaded=watch.stop,
+                        ramp_s=args.ramp_s,
                     )
                 if profiler:
                     profiler.send_signal(signal.SIGINT)

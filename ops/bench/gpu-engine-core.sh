@@ -8,7 +8,8 @@
 #   bash ops/bench/gpu-engine-core.sh limit NAME   # the offline engine limit
 # Writes $OUT/NAME.json, NAME.txt and NAME-core-profile.txt (py-spy raw, --idle: waiting shows).
 # PY_SPY: the py-spy binary (default: on PATH). ENGINE_ARGS: the engine's options, the same for
-# every system (default below: session 9's).
+# every system (default below: session 9's). RAMP_S: bench.py's --ramp-s (the first 1,024
+# requests sent evenly over that many seconds, not at once).
 KEEP=${KEEP:-/root/genq-bench}
 source "$(dirname "$0")/gpu-env.sh"
 export VLLM_CACHE_ROOT=${VLLM_CACHE_ROOT:-/root/vllm-cache} GENQ_API_WORKERS=${GENQ_API_WORKERS:-2}
@@ -24,7 +25,7 @@ EA=${ENGINE_ARGS:-'{"load_format": "dummy", "max_num_batched_tokens": 16384, "ma
 log=$OUT/$name.txt
 python3 ops/bench/bench.py --prompts 4096 --tokens 256 --concurrency 1024 --mix-prompts 0 \
   --worker-concurrency 1024 --seed-requests 4 --seed-curls 2 --engine-args "$EA" \
-  --systems "$systems" --out "$OUT/$name.json" >"$log" 2>&1 &
+  --systems "$systems" ${RAMP_S:+--ramp-s "$RAMP_S"} --out "$OUT/$name.json" >"$log" 2>&1 &
 bench=$!
 if [ "$variant" != limit ]; then
   # Once the level runs and its batch is full, 20 s of the engine core's stacks.

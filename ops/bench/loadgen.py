@@ -25,16 +25,20 @@ Send = Callable[[aiohttp.ClientSession, dict], Awaitable[dict]]
 
 
 async def _closed_loop(
-    jobs: list[dict], concurrency: int, send: Send, think_s: float = 0.0
+    jobs: list[dict], concurrency: int, send: Send, think_s: float = 0.0, ramp_s: float = 0.0
 ) -> tuple[list[dict], float]:
-    """``think_s``: each client's pause after an answer before its next request."""
+    """``think_s``: each client's pause after an answer before its next request. ``ramp_s``:
+    the c clients start evenly over this many seconds instead of at once, so the first burst
+    reaches the server over time, as a queue hands a burst on to its engine."""
     connector = aiohttp.TCPConnector(limit=concurrency + 4)
     timeout = aiohttp.ClientTimeout(total=1800)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         todo = list(reversed(jobs))
         done: list[dict] = []
 
-        async def client() -> None:
+        async def client(k: int) -> None:
+            if ramp_s:
+                await asyncio.sleep(k * ramp_s / concurrency)
             while todo:
                 sent = time.perf_counter() - t0
                 result = await send(session, todo.pop())
@@ -43,7 +47,7 @@ async def _closed_loop(
                     await asyncio.sleep(think_s)
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(concurrency)))
+        await asyncio.gather(*(client(k) for k in range(concurrency)))
         return done, time.perf_counter() - t0
 
 
@@ -54,9 +58,11 @@ def run_genq(
     keep_records: bool = False,
     think_s: float = 0.0,
     loaded: Callable[[], None] = lambda: None,
+    ramp_s: float = 0.0,
 ) -> dict:
     """``keep_records``: the result has each job's ``records`` too (model, created, completed,
-    metrics), for per-model sums (ops/bench/scaleout.py). ``think_s``: see ``_closed_loop``.
+    metrics), for per-model sums (ops/bench/scaleout.py). ``think_s``, ``ramp_s``: see
+    ``_closed_loop``.
     ``loaded`` is called once the last job has answered, before the records are read back one
     by one (a HostWatch's ``stop``: that read is no part of the load)."""
 
@@ -69,7 +75,7 @@ def run_genq(
         return {"sent": sent, "received": time.time(), "id": answer["id"]}
 
     async def drive() -> tuple[list[dict], float, list[dict]]:
-        results, wall = await _closed_loop(jobs, concurrency, send, think_s)
+        results, wall = await _closed_loop(jobs, concurrency, send, think_s, ramp_s)
         loaded()
         async with aiohttp.ClientSession() as session:
             records = []
@@ -115,7 +121,9 @@ def run_genq(
     }
 
 
-def run_openai(url: str, model: str, jobs: list[dict], concurrency: int, stream: bool) -> dict:
+def run_openai(
+    url: str, model: str, jobs: list[dict], concurrency: int, stream: bool, ramp_s: float = 0.0
+) -> dict:
     async def send(session: aiohttp.ClientSession, job: dict) -> dict:
         if not stream:
             return await send_plain(session, job)
@@ -169,7 +177,7 @@ def run_openai(url: str, model: str, jobs: list[dict], concurrency: int, stream:
             "prompt_tokens": usage["prompt_tokens"],
         }
 
-    results, wall = asyncio.run(_closed_loop(jobs, concurrency, send))
+    results, wall = asyncio.run(_closed_loop(jobs, concurrency, send, ramp_s=ramp_s))
     return {
         "concurrency": concurrency,
         "jobs": len(jobs),
