@@ -33,11 +33,13 @@ import redis
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from genq.constants import DEFAULT_QUEUE, QUEUED_COUNT  # noqa: E402
+from genq.constants import DEFAULT_QUEUE, QUEUED_COUNT, model_queue  # noqa: E402
 from genq.keys import create_key  # noqa: E402
 from genq.redis_server import EmbeddedRedis, free_port  # noqa: E402
 
 BODY = {"prompt": "Write a story about a lighthouse.", "max_tokens": 64}
+MODEL = "bench"  # the one model the API serves here (no worker: it is only a queue's name)
+QUEUE = model_queue(DEFAULT_QUEUE, MODEL)
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
@@ -119,6 +121,8 @@ def serve(
         "GENQ_API_PORT": str(port),
         "GENQ_API_WORKERS": str(workers),
         "GENQ_MAX_QUEUED": str(10**9),
+        # With no worker registered, the API knows the models of GENQ_MODELS only.
+        "GENQ_MODELS": MODEL,
         "GENQ_LOG_LEVEL": "WARNING",
         # No keys unless this run adds them (a keys file under GENQ_DATA_DIR would add some).
         "GENQ_API_KEYS_FILE": str(log.parent / "no-keys.json"),
@@ -192,7 +196,7 @@ def main() -> None:
                             accepted = result["requests"] - result["non_2xx"]
                             time.sleep(1)  # requests cut off when wrk stopped, now answered
                             result["jobs_queued"] = int(client.get(QUEUED_COUNT) or 0)
-                            result["messages_queued"] = client.llen(DEFAULT_QUEUE)
+                            result["messages_queued"] = client.llen(QUEUE)
                             assert result["jobs_queued"] == result["messages_queued"], result
                             assert result["jobs_queued"] >= accepted, result
                         rows.append(
