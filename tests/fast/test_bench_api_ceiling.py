@@ -1,0 +1,31 @@
+"""The API-ceiling harness (ops/bench/api_ceiling.py) starts genq's API the way it measures it,
+and the jobs it sends are real: a record and a queue message each. Its load (wrk) is not run
+here; this catches a harness the API has moved away from (it once answered every job 422)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from genq.constants import QUEUED_COUNT
+from genq.redis_server import EmbeddedRedis, free_port
+from ops.bench.api_ceiling import BODY, QUEUE, keys_env, serve
+
+
+@pytest.mark.parametrize("kind", ["genq", "genq-keys"])
+def test_the_harness_api_accepts_its_jobs_as_real_ones(
+    kind: str, redis_server: EmbeddedRedis, sync_redis: redis.Redis, tmp_path: Path
+) -> None:
+    extra_env, headers = keys_env(tmp_path) if kind == "genq-keys" else ({}, {})
+    port = free_port()
+    proc = serve(kind, 1, redis_server.url, port, tmp_path / "api.log", extra_env, headers)
+    try:  # serve() returned: its own first job was accepted (202)
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/jobs", json=BODY, headers=headers)
+        assert answer.status_code == 202, answer.text
+        assert int(sync_redis.get(QUEUED_COUNT) or 0) == sync_redis.llen(QUEUE) == 2
+    finally:
+        proc.terminate()
+        proc.wait(30)
