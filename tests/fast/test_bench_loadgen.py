@@ -15,7 +15,7 @@ async def _answer_after(session: object, job: dict) -> dict:
 
 def _first_sends(ramp_s: float) -> list[float]:
     jobs = [{"n": n, "s": 0.3} for n in range(8)]  # 2 rounds of 4 clients
-    done, wall = asyncio.run(_closed_loop(jobs, 4, _answer_after, ramp_s=ramp_s))
+    done, _ = asyncio.run(_closed_loop(jobs, 4, _answer_after, ramp_s=ramp_s))
     assert sorted(r["n"] for r in done) == list(range(8))  # every job sent once
     return sorted(r["span_s"][0] for r in done)[:4]
 
