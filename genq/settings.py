@@ -211,6 +211,11 @@ class WorkerSettings(CommonSettings):
     worker_name: str | None = None
     # Any vLLM engine option, as JSON: GENQ_ENGINE_ARGS='{"max_model_len": 4096}'.
     engine_args: dict[str, Any] = Field(default_factory=dict)
+    # With more jobs than the engine batches, a backlog waits inside the engine; refill its batch
+    # in waves of this many slots, holding the backlog a few steps at most (worker/engine_scheduler.py).
+    # Unset: a quarter of max_num_seqs. 0: vLLM's own scheduler, which admits each job at once.
+    admission_wave: int | None = Field(None, ge=0)
+    admission_hold_steps: int | None = Field(None, ge=0)  # at most; unset: 4
     warmup: WarmupPolicy = Field(default_factory=WarmupPolicy)
     # A port for the worker's own HTTP endpoint (/healthz, /readyz = warm and consuming, /metrics);
     # unset: none. Containers use 9100.

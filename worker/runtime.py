@@ -106,6 +106,8 @@ class WorkerRuntime:
             settings.engine_args,
             max_num_seqs=settings.worker_concurrency,
             on_stats=metrics.engine_stats if metrics is not None else None,
+            admission_wave=settings.admission_wave,
+            admission_hold_steps=settings.admission_hold_steps,
         )
         phases = engine.start()
 

@@ -4,7 +4,8 @@
 #   bash ops/bench/gpu-engine-runs.sh spawn:c1-genq-full:full serve:c2-serve-full:full limit:c3:default
 # Each argument is VARIANT:NAME:OPTIONS, VARIANT and NAME as gpu-engine-core.sh takes them and
 # OPTIONS one of: default (session 9's), full (cudagraph_mode FULL, graphs up to 1,024 tokens),
-# fp1024 (FULL_AND_PIECEWISE, vLLM's default mode, graphs up to 1,024 tokens).
+# fp1024 (FULL_AND_PIECEWISE, vLLM's default mode, graphs up to 1,024 tokens), nowaves (default,
+# and genq's worker on vLLM's own scheduler: GENQ_ADMISSION_WAVE=0; session 13).
 # The call that installs the bundle carries .device/run and .device/model; this script keeps
 # their binaries (redis-server, py-spy), device-env.sh and the model in /root, so later calls on
 # the same machine carry nothing but the tree.
@@ -20,14 +21,18 @@ base='"load_format": "dummy", "max_num_batched_tokens": 16384, "max_num_seqs": 2
 graphs() { echo "{$base, \"compilation_config\": {\"cudagraph_mode\": \"$1\", \"max_cudagraph_capture_size\": 1024}}"; }
 for spec in "$@"; do
   IFS=: read -r variant name options <<<"$spec"
+  waves=
   case $options in
     default) ea="{$base}" ;;
+    nowaves) ea="{$base}" waves=0 ;;
+    hold*) ea="{$base}" ;;  # holdN: GENQ_ADMISSION_HOLD_STEPS=N
     full) ea=$(graphs FULL) ;;
     fp1024) ea=$(graphs FULL_AND_PIECEWISE) ;;
-    *) echo "OPTIONS: default, full or fp1024" >&2; exit 2 ;;
+    *) echo "OPTIONS: default, nowaves, full or fp1024" >&2; exit 2 ;;
   esac
   echo "== $variant $name $ea"
   start=$(date +%s)
-  ENGINE_ARGS=$ea bash ops/bench/gpu-engine-core.sh "$variant" "$name" | tail -25
+  env ENGINE_ARGS="$ea" ${waves:+GENQ_ADMISSION_WAVE=$waves} \
+    $([[ $options == hold* ]] && echo "GENQ_ADMISSION_HOLD_STEPS=${options#hold}") bash ops/bench/gpu-engine-core.sh "$variant" "$name" | tail -25
   echo "== $name took $(($(date +%s) - start)) s"
 done

@@ -1,0 +1,102 @@
+"""Admission in waves (worker/engine_scheduler.py), on a fake scheduler base: when a backlog is held
+back and when it is let in. The real vLLM scheduler runs it in every e2e test's worker; its effect
+on throughput is measured on a GPU (docs/benchmarks.md, "Admission in waves")."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from worker.engine import with_admission_waves
+from worker.engine_scheduler import CONFIG_KEY, HOLD_KEY, _AdmissionWaves
+
+
+class FakeSchedulerBase:
+    """Stands in for vLLM's Scheduler: a batch of ``cap`` slots; ``schedule`` admits waiting
+    requests up to the cap, as vLLM's does, and records the cap it saw."""
+
+    def __init__(self, extra: dict[str, Any], cap: int) -> None:
+        self.vllm_config = SimpleNamespace(additional_config=extra)
+        self.max_num_running_reqs = cap
+        self.running: list[str] = []
+        self.waiting: list[str] = []
+        self.caps_seen: list[int] = []
+
+    def schedule(self) -> int:
+        self.caps_seen.append(self.max_num_running_reqs)
+        admitted = 0
+        while self.waiting and len(self.running) < self.max_num_running_reqs:
+            self.running.append(self.waiting.pop(0))
+            admitted += 1
+        return admitted
+
+
+class FakeWaveScheduler(_AdmissionWaves, FakeSchedulerBase):
+    pass
+
+
+def scheduler(wave: int = 4, hold: int = 3, cap: int = 16, running: int = 14, waiting: int = 30):
+    s = FakeWaveScheduler({CONFIG_KEY: wave, HOLD_KEY: hold}, cap)
+    s.running = [f"r{i}" for i in range(running)]
+    s.waiting = [f"w{i}" for i in range(waiting)]
+    return s
+
+
+def test_a_backlog_is_held_while_fewer_than_a_wave_of_slots_are_free_then_let_in():
+    s = scheduler(wave=4, hold=3, running=14)  # 2 free, 30 waiting
+    assert [s.schedule() for _ in range(3)] == [0, 0, 0]
+    assert s.caps_seen == [14, 14, 14]  # the batch counted as full while held
+    assert s.max_num_running_reqs == 16  # and the real cap back after each round
+    assert s.schedule() == 2  # the 4th round: held long enough
+
+
+def test_the_slots_freed_while_held_are_refilled_by_one_admission():
+    s = scheduler(wave=4, hold=3, running=14)
+    assert s.schedule() == 0
+    s.running = s.running[:12]  # two more finish: a wave's worth of slots is free
+    assert s.schedule() == 4
+
+
+@pytest.mark.parametrize(
+    ("running", "waiting", "why"),
+    [
+        (0, 30, "nothing runs"),
+        (16, 30, "no slot is free"),
+        (12, 30, "a wave of slots is free"),
+        (14, 2, "the backlog fits the free slots"),
+        (14, 0, "nothing waits"),
+    ],
+)
+def test_never_held_below_saturation(running: int, waiting: int, why: str):
+    s = scheduler(wave=4, running=running, waiting=waiting)
+    s.schedule()
+    assert s.caps_seen == [16], why
+
+
+@pytest.mark.parametrize("wave", [0, 1])
+def test_a_wave_of_0_or_1_is_vllms_own_scheduling(wave: int):
+    s = scheduler(wave=wave, running=14)
+    assert s.schedule() == 2
+
+
+def test_no_genq_config_means_no_holding():
+    s = FakeWaveScheduler({}, 16)
+    s.running, s.waiting = ["r"] * 15, ["w"] * 5
+    assert s.schedule() == 1
+
+
+def test_the_worker_asks_vllm_for_it_with_a_quarter_of_the_batch_by_default():
+    args = with_admission_waves({"max_num_seqs": 256, "additional_config": {"x": 1}}, None)
+    assert args["scheduler_cls"] == "worker.engine_scheduler.admission_waves"
+    assert args["additional_config"] == {"x": 1, CONFIG_KEY: 64}
+    held = with_admission_waves({"max_num_seqs": 256}, 32, 8)["additional_config"]
+    assert held == {CONFIG_KEY: 32, HOLD_KEY: 8}
+
+
+def test_off_or_a_scheduler_of_the_users_leaves_vllms_options_alone():
+    assert with_admission_waves({"max_num_seqs": 256}, 0) == {"max_num_seqs": 256}
+    assert with_admission_waves({"max_num_seqs": 4}, None) == {"max_num_seqs": 4}  # wave 1
+    mine = {"max_num_seqs": 256, "scheduler_cls": "my.Scheduler"}
+    assert with_admission_waves(mine, 64) == mine

