@@ -5,7 +5,8 @@
 # Each argument is VARIANT:NAME:OPTIONS, VARIANT and NAME as gpu-engine-core.sh takes them and
 # OPTIONS one of: default (session 9's), full (cudagraph_mode FULL, graphs up to 1,024 tokens),
 # fp1024 (FULL_AND_PIECEWISE, vLLM's default mode, graphs up to 1,024 tokens), nowaves (default,
-# and genq's worker on vLLM's own scheduler: GENQ_ADMISSION_WAVE=0; session 13).
+# and genq's worker on vLLM's own scheduler: GENQ_ADMISSION_WAVE=0; session 13), holdN (default,
+# the backlog held back up to N engine steps: GENQ_ADMISSION_HOLD_STEPS=N).
 # The call that installs the bundle carries .device/run and .device/model; this script keeps
 # their binaries (redis-server, py-spy), device-env.sh and the model in /root, so later calls on
 # the same machine carry nothing but the tree.
@@ -28,7 +29,7 @@ for spec in "$@"; do
     hold*) ea="{$base}" ;;  # holdN: GENQ_ADMISSION_HOLD_STEPS=N
     full) ea=$(graphs FULL) ;;
     fp1024) ea=$(graphs FULL_AND_PIECEWISE) ;;
-    *) echo "OPTIONS: default, nowaves, full or fp1024" >&2; exit 2 ;;
+    *) echo "OPTIONS: default, nowaves, holdN, full or fp1024" >&2; exit 2 ;;
   esac
   echo "== $variant $name $ea"
   start=$(date +%s)
