@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
+from pathlib import Path
 
-from genq.model import prepare_default_model
-from genq.schemas import JobInput, SamplingOptions
-from genq.settings import WorkerSettings
-from worker.engine import Engine, Progress
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from genq.model import prepare_default_model  # noqa: E402
+from genq.schemas import JobInput, SamplingOptions  # noqa: E402
+from genq.settings import WorkerSettings  # noqa: E402
+from ops.bench.report import admission_sizes  # noqa: E402
+from worker.engine import Engine, Progress  # noqa: E402
+
+GAP_S = 0.020  # first tokens closer than this: one admission (CPU steps take 30-100 ms)
 
 
 async def first_tokens(engine: Engine, jobs: int, tokens: int, spacing_s: float) -> list[float]:
@@ -53,13 +60,8 @@ def main() -> None:
         ).result()
     finally:
         engine.stop()
-    groups: list[list[float]] = []
-    for t in firsts:
-        if groups and t - groups[-1][-1] < 0.02:
-            groups[-1].append(t)
-        else:
-            groups.append([t])
-    print(f"wave {args.wave}: {len(groups)} groups, sizes {[len(g) for g in groups]}")
+    sizes = admission_sizes(firsts, GAP_S)
+    print(f"wave {args.wave}: {len(sizes)} groups, sizes {sizes}")
 
 
 if __name__ == "__main__":

@@ -146,13 +146,20 @@ def admissions(run: dict) -> tuple[float, int, int] | None:
     steady = [t for t in firsts if lo <= t <= hi]
     if hi <= lo or not steady:
         return None
-    sizes = [1]
-    for before, t in zip(steady, steady[1:]):
-        if t - before < ADMISSION_GAP_S:
+    sizes = admission_sizes(steady, ADMISSION_GAP_S)
+    return len(sizes) / (hi - lo), pct(sizes, 50), pct(sizes, 90)
+
+
+def admission_sizes(firsts: list[float], gap_s: float) -> list[int]:
+    """Sorted first-token times -> the number of jobs in each admission: first tokens less than
+    ``gap_s`` apart came from one engine step."""
+    sizes = [1] if firsts else []
+    for before, t in zip(firsts, firsts[1:]):
+        if t - before < gap_s:
             sizes[-1] += 1
         else:
             sizes.append(1)
-    return len(sizes) / (hi - lo), pct(sizes, 50), pct(sizes, 90)
+    return sizes
 
 
 def steady_table(result: dict[str, Any]) -> str:
