@@ -94,18 +94,21 @@ async def submit_job(
     *,
     owner: str | None = None,
     model: str | None = None,
+    job_id: str | None = None,
 ) -> tuple[JobRecord, bool]:
     """Returns the job and whether it is new. With ``idempotency=(Idempotency-Key, request
     hash)`` a repeated key returns the job it created (409 if the request differs). A job with a
     ``webhook`` keeps ``job_url`` (its URL, ``{id}`` filled in) for the webhook payloads.
     ``owner``: the caller's key name (api.auth ``Caller.key_name``): only it sees the job, its
     Idempotency-Keys are its own, and 429 once it has its most active jobs. ``model``: the one
-    the request names (None: the default); 422 if it is not served."""
+    the request names (None: the default); 422 if it is not served. ``job_id``: the new job's id
+    when the caller made it (:func:`new_job_id`), to watch for its end before it exists
+    (api.waiter ``expecting``)."""
     store, settings = svc.store, svc.settings
     model = await resolve_model(svc, model)
     if webhook is not None:
         await check_webhook(svc, webhook)
-    job_id = new_job_id()
+    job_id = job_id or new_job_id()
     record = JobRecord(
         id=job_id,
         status=JobStatus.QUEUED,

@@ -28,6 +28,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from genq import streams
+from genq.coalesce import CoalescedScript
 from genq.constants import (
     BATCH_KEY_PREFIX,
     JOB_DONE_CHANNEL,
@@ -291,7 +292,8 @@ class JobStore:
         self.redis = redis
         self.ttl_s = ttl_s
         self._transition = redis.register_script(_TRANSITION)
-        self._create = redis.register_script(_CREATE)
+        # A burst of creates goes out in a few pipelines (genq.coalesce), not a call each.
+        self._create = CoalescedScript(redis, _CREATE)
         self._claim = redis.register_script(_CLAIM)
         self._lapsed = redis.register_script(_LAPSED)
 

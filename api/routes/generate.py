@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from api.auth import CallerDep
 from api.deps import ServicesDep
 from api.errors import ApiError
-from api.submit import submit_job
+from api.submit import new_job_id, submit_job
 from genq.schemas import ErrorBody, GenerateRequest, GenerateResponse, JobRecord, JobStatus
 
 router = APIRouter(tags=["generate"])
@@ -25,13 +25,17 @@ _FAILED_STATUS = {"invalid_input": 422}
 async def generate(body: GenerateRequest, svc: ServicesDep, caller: CallerDep) -> GenerateResponse:
     t0 = time.perf_counter()
     settings = svc.settings
-    record, _ = await submit_job(svc, body.to_input(), owner=caller.key_name, model=body.model)
-    done = succeeded(
-        await svc.waiter.wait(record.id, settings.generate_timeout_s),
-        record.id,
-        settings.generate_timeout_s,
-        stopping=svc.waiter.draining,
-    )
+    job_id = new_job_id()
+    with svc.waiter.expecting(job_id) as expected:
+        await submit_job(
+            svc, body.to_input(), owner=caller.key_name, model=body.model, job_id=job_id
+        )
+        done = succeeded(
+            await svc.waiter.wait(job_id, settings.generate_timeout_s, expected),
+            job_id,
+            settings.generate_timeout_s,
+            stopping=svc.waiter.draining,
+        )
     return GenerateResponse(
         generated_text=done.output.text,
         latency_ms=round((time.perf_counter() - t0) * 1000, 3),

@@ -35,7 +35,7 @@ from api.openai_models import (
 from api.routes.generate import succeeded
 from api.routes.jobs import job_url
 from api.routes.stream import SSE_HEADERS
-from api.submit import submit_job
+from api.submit import new_job_id, submit_job
 from genq import streams
 from genq.models import ModelError, UnknownModel
 from genq.schemas import ErrorBody, JobInput, JobRecord, JobStatus
@@ -180,23 +180,26 @@ async def _complete(
     job_input = _job_input(body)
     if body.stream:
         svc.streams.admit()
-    record, _ = await submit_job(svc, job_input, owner=owner, model=model)
-    headers = {"X-Genq-Job-Id": record.id, "Location": job_url(request, record.id)}
-    chunks = _Chunks(chat, record, model)
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(
-            _stream(svc, record, chunks, include_usage),
-            media_type="text/event-stream",
-            headers=SSE_HEADERS | headers,
+    job_id = new_job_id()
+    # Watched from before it exists: the wait below needs no first read (api.waiter).
+    with svc.waiter.expecting(job_id) as expected:
+        record, _ = await submit_job(svc, job_input, owner=owner, model=model, job_id=job_id)
+        headers = {"X-Genq-Job-Id": record.id, "Location": job_url(request, record.id)}
+        chunks = _Chunks(chat, record, model)
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            return StreamingResponse(
+                _stream(svc, record, chunks, include_usage),
+                media_type="text/event-stream",
+                headers=SSE_HEADERS | headers,
+            )
+        timeout_s = svc.settings.generate_timeout_s
+        done = succeeded(
+            await svc.waiter.wait(record.id, timeout_s, expected),
+            record.id,
+            timeout_s,
+            stopping=svc.waiter.draining,
         )
-    timeout_s = svc.settings.generate_timeout_s
-    done = succeeded(
-        await svc.waiter.wait(record.id, timeout_s),
-        record.id,
-        timeout_s,
-        stopping=svc.waiter.draining,
-    )
     text, reason = done.output.text, done.output.finish_reason
     response: ChatCompletion | Completion
     if chat:

@@ -230,6 +230,37 @@ def test_the_waiter_answers_from_the_done_message_without_reading_the_record_aga
     assert reads == 1
 
 
+def test_a_wait_expected_before_the_create_reads_nothing_even_for_a_job_already_ended(
+    with_store,
+) -> None:
+    """api.waiter ``expecting``: watched from before the job exists, its end is caught from the
+    done message even when it comes before the wait begins; only a wait that times out reads."""
+
+    async def scenario(store: JobStore, redis: Redis) -> tuple[JobRecord, int, JobRecord, int]:
+        counting = CountingStore(redis, store.ttl_s)
+        waiter = JobWaiter(redis, counting)
+        await waiter.start()
+        try:
+            await asyncio.sleep(0.1)  # the subscription is up
+            with waiter.expecting("job1") as expected:
+                payload = await queued(store)
+                await run_job(payload, store, FakeEngine(), RunOptions("w1"))
+                await asyncio.sleep(0.1)  # its done message arrives before the wait
+                done = await waiter.wait("job1", 10, expected)
+            reads_done = counting.reads
+            with waiter.expecting("never") as expected:
+                await queued(store, "never")
+                still = await waiter.wait("never", 0.2, expected)
+            return done, reads_done, still, counting.reads - reads_done
+        finally:
+            await waiter.stop()
+
+    done, reads_done, still, reads_timeout = with_store(scenario)
+    assert done.status is JobStatus.SUCCEEDED and done.output.text == "fake text"
+    assert reads_done == 0
+    assert still.status is JobStatus.QUEUED and reads_timeout == 1
+
+
 def test_a_running_job_canceled_keeps_its_partial_output(with_store) -> None:
     async def scenario(store: JobStore, _: Redis) -> tuple[JobStatus, JobRecord]:
         payload = await queued(store)
