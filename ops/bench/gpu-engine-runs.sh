@@ -6,7 +6,8 @@
 # OPTIONS one of: default (session 9's), full (cudagraph_mode FULL, graphs up to 1,024 tokens),
 # fp1024 (FULL_AND_PIECEWISE, vLLM's default mode, graphs up to 1,024 tokens), nowaves (default,
 # and genq's worker on vLLM's own scheduler: GENQ_ADMISSION_WAVE=0; session 13), holdN (default,
-# the backlog held back up to N engine steps: GENQ_ADMISSION_HOLD_STEPS=N).
+# the backlog held back up to N engine steps: GENQ_ADMISSION_HOLD_STEPS=N), apiN (default, and N
+# API processes instead of 2: GENQ_API_WORKERS=N; session 14).
 # The call that installs the bundle carries .device/run and .device/model; this script keeps
 # their binaries (redis-server, py-spy), device-env.sh and the model in /root, so later calls on
 # the same machine carry nothing but the tree.
@@ -27,13 +28,15 @@ for spec in "$@"; do
     default) ea="{$base}" ;;
     nowaves) ea="{$base}" waves=0 ;;
     hold*) ea="{$base}" ;;  # holdN: GENQ_ADMISSION_HOLD_STEPS=N
+    api*) ea="{$base}" ;;   # apiN: GENQ_API_WORKERS=N
     full) ea=$(graphs FULL) ;;
     fp1024) ea=$(graphs FULL_AND_PIECEWISE) ;;
-    *) echo "OPTIONS: default, nowaves, holdN, full or fp1024" >&2; exit 2 ;;
+    *) echo "OPTIONS: default, nowaves, holdN, apiN, full or fp1024" >&2; exit 2 ;;
   esac
   echo "== $variant $name $ea"
   start=$(date +%s)
   env ENGINE_ARGS="$ea" ${waves:+GENQ_ADMISSION_WAVE=$waves} \
-    $([[ $options == hold* ]] && echo "GENQ_ADMISSION_HOLD_STEPS=${options#hold}") bash ops/bench/gpu-engine-core.sh "$variant" "$name" | tail -25
+    $([[ $options == hold* ]] && echo "GENQ_ADMISSION_HOLD_STEPS=${options#hold}") \
+    $([[ $options == api* ]] && echo "GENQ_API_WORKERS=${options#api}") bash ops/bench/gpu-engine-core.sh "$variant" "$name" | tail -25
   echo "== $name took $(($(date +%s) - start)) s"
 done

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ops.bench.report import admissions, steady_tps, wave_period_s
+from ops.bench.report import admissions, burst_way_in, steady_tps, wave_period_s
 
 
 def test_counts_only_tokens_made_inside_the_window() -> None:
@@ -48,3 +48,16 @@ def test_admissions_count_genq_first_tokens_from_the_api_accept() -> None:
     # Without the accept times every first token stands alone.
     assert admissions(run | {"send_to_accept_ms": None})[1] == 1
     assert admissions(run | {"ttft_s": [None] * len(spans)}) is None  # not streamed
+
+
+def test_the_burst_column_gives_when_its_jobs_were_accepted_then_started() -> None:
+    # 8 jobs in flight, sent at 0 s; the API accepts the k-th at 0.1 * (k + 1) s and the worker
+    # starts each 0.5 s later; a second round (sent later) does not move the first c.
+    sends = [0.0] * 8 + [5.0] * 8
+    run = {
+        "concurrency": 8,
+        "span_s": [[sent, sent + 3] for sent in sends],
+        "send_to_accept_ms": [100.0 * (k % 8 + 1) for k in range(16)],
+        "queue_ms": [500.0] * 16,
+    }
+    assert burst_way_in(run) == "0.10/0.20/0.80 -> 0.60/0.70/1.30"
