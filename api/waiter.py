@@ -97,13 +97,12 @@ class JobWaiter:
             try:
                 if read:
                     record = await self._store.get(job_id)
-                    left = deadline - time.monotonic()
-                    if record is None or record.status.is_terminal() or left <= 0 or self.draining:
+                    late = time.monotonic() >= deadline
+                    if record is None or record.status.is_terminal() or late or self.draining:
                         return record
+                left = deadline - time.monotonic()
                 try:
-                    if (
-                        done := await asyncio.wait_for(fut, deadline - time.monotonic())
-                    ) is not None:
+                    if (done := await asyncio.wait_for(fut, left)) is not None:
                         return done
                 except asyncio.TimeoutError:
                     pass

@@ -25,6 +25,9 @@ MAX_BATCH = 256  # calls in one pipeline: a bigger burst goes out in several, ba
 
 
 class CoalescedScript:
+    """``await script(keys, args)``: what the script returns for this call (or raises its
+    error), as ``Script(keys=..., args=...)`` would, sent with the calls beside it."""
+
     def __init__(self, redis: Redis, script: str, max_batch: int = MAX_BATCH):
         self._redis = redis
         self._text = script
