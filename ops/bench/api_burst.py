@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from genq.constants import job_key  # noqa: E402
 from genq.redis_server import EmbeddedRedis, free_port  # noqa: E402
 from ops.bench.api_ceiling import BODY, QUEUE, serve  # noqa: E402
+from ops.bench.report import pct  # noqa: E402
 
 
 class QueueReader(threading.Thread):
@@ -62,11 +63,6 @@ async def burst(url: str, jobs: int, wait_s: float) -> float:
         t0 = time.time()
         await asyncio.gather(*(one() for _ in range(jobs)))
         return t0
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 def main() -> None:
