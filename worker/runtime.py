@@ -108,6 +108,7 @@ class WorkerRuntime:
             on_stats=metrics.engine_stats if metrics is not None else None,
             admission_wave=settings.admission_wave,
             admission_hold_steps=settings.admission_hold_steps,
+            admission_gather_ms=settings.admission_gather_ms,
         )
         phases = engine.start()
 

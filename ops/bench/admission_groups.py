@@ -45,6 +45,9 @@ async def first_tokens(engine: Engine, jobs: int, tokens: int, spacing_s: float)
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--wave", type=int, required=True, help="0: vLLM's own scheduler")
+    p.add_argument(
+        "--gather-ms", type=int, help="gather a burst up to this long (0: off; unset: default)"
+    )
     p.add_argument("--batch", type=int, default=8, help="the engine's max_num_seqs")
     p.add_argument("--jobs", type=int, default=40)
     p.add_argument("--tokens", type=int, default=16)
@@ -52,7 +55,13 @@ def main() -> None:
     args = p.parse_args()
     settings = WorkerSettings()
     model = settings.model or str(prepare_default_model(settings.cache_dir))
-    engine = Engine(model, settings.engine_args, max_num_seqs=args.batch, admission_wave=args.wave)
+    engine = Engine(
+        model,
+        settings.engine_args,
+        max_num_seqs=args.batch,
+        admission_wave=args.wave,
+        admission_gather_ms=args.gather_ms,
+    )
     engine.start()
     try:
         firsts = engine.submit(
@@ -61,7 +70,8 @@ def main() -> None:
     finally:
         engine.stop()
     sizes = admission_sizes(firsts, GAP_S)
-    print(f"wave {args.wave}: {len(sizes)} groups, sizes {sizes}")
+    gather = "default" if args.gather_ms is None else f"{args.gather_ms} ms"
+    print(f"wave {args.wave}, gather {gather}: {len(sizes)} groups, sizes {sizes}")
 
 
 if __name__ == "__main__":

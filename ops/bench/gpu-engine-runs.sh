@@ -7,7 +7,9 @@
 # fp1024 (FULL_AND_PIECEWISE, vLLM's default mode, graphs up to 1,024 tokens), nowaves (default,
 # and genq's worker on vLLM's own scheduler: GENQ_ADMISSION_WAVE=0; session 13), holdN (default,
 # the backlog held back up to N engine steps: GENQ_ADMISSION_HOLD_STEPS=N), apiN (default, and N
-# API processes instead of 2: GENQ_API_WORKERS=N; session 14).
+# API processes instead of 2: GENQ_API_WORKERS=N; session 14), nogather (default, but a burst into
+# a refilling batch is not gathered: GENQ_ADMISSION_GATHER_MS=0; session 15) and gatherN (gathered
+# up to N ms: GENQ_ADMISSION_GATHER_MS=N).
 # The call that installs the bundle carries .device/run and .device/model; this script keeps
 # their binaries (redis-server, py-spy), device-env.sh and the model in /root, so later calls on
 # the same machine carry nothing but the tree.
@@ -29,14 +31,18 @@ for spec in "$@"; do
     nowaves) ea="{$base}" waves=0 ;;
     hold*) ea="{$base}" ;;  # holdN: GENQ_ADMISSION_HOLD_STEPS=N
     api*) ea="{$base}" ;;   # apiN: GENQ_API_WORKERS=N
+    nogather) ea="{$base}" ;;
+    gather*) ea="{$base}" ;;  # gatherN: GENQ_ADMISSION_GATHER_MS=N
     full) ea=$(graphs FULL) ;;
     fp1024) ea=$(graphs FULL_AND_PIECEWISE) ;;
-    *) echo "OPTIONS: default, nowaves, holdN, apiN, full or fp1024" >&2; exit 2 ;;
+    *) echo "OPTIONS: default, nowaves, holdN, apiN, nogather, gatherN, full or fp1024" >&2; exit 2 ;;
   esac
   echo "== $variant $name $ea"
   start=$(date +%s)
   env ENGINE_ARGS="$ea" ${waves:+GENQ_ADMISSION_WAVE=$waves} \
     $([[ $options == hold* ]] && echo "GENQ_ADMISSION_HOLD_STEPS=${options#hold}") \
-    $([[ $options == api* ]] && echo "GENQ_API_WORKERS=${options#api}") bash ops/bench/gpu-engine-core.sh "$variant" "$name" | tail -25
+    $([[ $options == api* ]] && echo "GENQ_API_WORKERS=${options#api}") \
+    $([[ $options == nogather ]] && echo "GENQ_ADMISSION_GATHER_MS=0") \
+    $([[ $options == gather[0-9]* ]] && echo "GENQ_ADMISSION_GATHER_MS=${options#gather}") bash ops/bench/gpu-engine-core.sh "$variant" "$name" | tail -25
   echo "== $name took $(($(date +%s) - start)) s"
 done

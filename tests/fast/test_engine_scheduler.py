@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from worker import engine_scheduler
 from worker.engine import with_admission_waves
-from worker.engine_scheduler import CONFIG_KEY, HOLD_KEY, _AdmissionWaves
+from worker.engine_scheduler import CONFIG_KEY, GATHER_KEY, HOLD_KEY, _AdmissionWaves
 
 
 class FakeSchedulerBase:
@@ -38,7 +39,7 @@ class FakeWaveScheduler(_AdmissionWaves, FakeSchedulerBase):
 
 
 def scheduler(wave: int = 4, hold: int = 3, cap: int = 16, running: int = 14, waiting: int = 30):
-    s = FakeWaveScheduler({CONFIG_KEY: wave, HOLD_KEY: hold}, cap)
+    s = FakeWaveScheduler({CONFIG_KEY: wave, HOLD_KEY: hold, GATHER_KEY: 0}, cap)
     s.running = [f"r{i}" for i in range(running)]
     s.waiting = [f"w{i}" for i in range(waiting)]
     return s
@@ -87,12 +88,92 @@ def test_no_genq_config_means_no_holding():
     assert s.schedule() == 1
 
 
+class Clock:
+    """The scheduler's time.monotonic, moved by hand."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 100.0
+        monkeypatch.setattr(engine_scheduler.time, "monotonic", lambda: self.now)
+
+    def tick(self, ms: float) -> None:
+        self.now += ms / 1000
+
+
+def gathering(
+    monkeypatch: pytest.MonkeyPatch, gather_ms: int = 100, cap: int = 16
+) -> tuple[Any, Clock]:
+    """A batch of ``cap`` slots (waves of a quarter) that one lone job entered before a burst
+    came."""
+    clock = Clock(monkeypatch)
+    s = FakeWaveScheduler({CONFIG_KEY: cap // 4, GATHER_KEY: gather_ms}, cap)
+    s.waiting = ["lone"]
+    assert s.schedule() == 1  # an empty batch is never held: the lone job starts at once
+    return s, clock
+
+
+def arrive(s: Any, clock: Clock, n: int, ms: float = 10) -> int:
+    """``n`` requests reach the scheduler during a round of ``ms``; then the round is scheduled."""
+    s.waiting += [f"b{len(s.running) + len(s.waiting) + i}" for i in range(n)]
+    clock.tick(ms)
+    return s.schedule()
+
+
+def test_a_burst_into_a_refilling_batch_is_gathered_then_goes_in_at_once(monkeypatch):
+    s, clock = gathering(monkeypatch)
+    assert [arrive(s, clock, 3) for _ in range(4)] == [0, 0, 0, 0]  # 3 a round: a burst
+    assert s.caps_seen[-1] == 1 and s.max_num_running_reqs == 16
+    assert arrive(s, clock, 3) == 15  # the backlog fills the free slots: all of it, one prefill
+    assert len(s.running) == 16
+
+
+def test_a_gathered_burst_goes_in_when_it_pauses(monkeypatch):
+    s, clock = gathering(monkeypatch)
+    assert [arrive(s, clock, 2), arrive(s, clock, 3)] == [0, 0]
+    assert arrive(s, clock, 0, ms=25) == 5  # nothing new for 25 ms: the burst is over
+
+
+def test_a_burst_is_gathered_for_gather_ms_at_most_then_not_again_until_it_pauses(monkeypatch):
+    s, clock = gathering(monkeypatch, gather_ms=100, cap=64)
+    held = [arrive(s, clock, 1, ms=5) for _ in range(20)]  # 200 a second, for 100 ms
+    assert held == [0] * 20
+    assert arrive(s, clock, 1, ms=10) == 21  # past the limit: everything gathered goes in
+    # Still arriving, with fewer than a wave running: no second gathering while it lasts.
+    s.running = s.running[:2]
+    assert [arrive(s, clock, 1, ms=5) for _ in range(3)] == [1, 1, 1]
+    assert arrive(s, clock, 0, ms=25) == 0  # it pauses; the next burst is gathered again
+    assert [arrive(s, clock, 3), arrive(s, clock, 3)] == [0, 0]
+
+
+@pytest.mark.parametrize(
+    ("running", "arrivals", "why"),
+    [
+        (0, 6, "an empty batch: the first jobs start at once"),
+        (4, 6, "a wave or more runs: not a batch refilling from empty"),
+        (2, 1, "one request in 20 ms is not a burst"),
+        (2, 14, "the backlog fills the free slots"),
+    ],
+)
+def test_not_gathered(monkeypatch, running: int, arrivals: int, why: str):
+    clock = Clock(monkeypatch)
+    s = FakeWaveScheduler({CONFIG_KEY: 4, GATHER_KEY: 100}, 16)
+    s.running = [f"r{i}" for i in range(running)]
+    assert arrive(s, clock, arrivals) == min(arrivals, 16 - running), why
+
+
+@pytest.mark.parametrize("extra", [{CONFIG_KEY: 4, GATHER_KEY: 0}, {CONFIG_KEY: 0}])
+def test_gathering_off(monkeypatch, extra: dict[str, int]):
+    clock = Clock(monkeypatch)
+    s = FakeWaveScheduler(extra, 16)
+    s.running = ["r"]
+    assert arrive(s, clock, 3) == 3
+
+
 def test_the_worker_asks_vllm_for_it_with_a_quarter_of_the_batch_by_default():
     args = with_admission_waves({"max_num_seqs": 256, "additional_config": {"x": 1}}, None)
     assert args["scheduler_cls"] == "worker.engine_scheduler.admission_waves"
     assert args["additional_config"] == {"x": 1, CONFIG_KEY: 64}
-    held = with_admission_waves({"max_num_seqs": 256}, 32, 8)["additional_config"]
-    assert held == {CONFIG_KEY: 32, HOLD_KEY: 8}
+    held = with_admission_waves({"max_num_seqs": 256}, 32, 8, 250)["additional_config"]
+    assert held == {CONFIG_KEY: 32, HOLD_KEY: 8, GATHER_KEY: 250}
 
 
 def test_off_or_a_scheduler_of_the_users_leaves_vllms_options_alone():
