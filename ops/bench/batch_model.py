@@ -76,8 +76,18 @@ class Clock:
 
 
 def run(args: argparse.Namespace, system: str, extra: dict[str, Any] | None = None) -> dict:
+    """One run of ``system`` ("limit", "serve" or "genq"; genq with vLLM's rules when ``extra``
+    is None, else genq's with that additional_config): tok/s and mid-run admissions."""
+    real_clock = engine_scheduler.time.monotonic
     clock = Clock()
     engine_scheduler.time.monotonic = clock  # the rules read the model's clock
+    try:
+        return _run(args, system, extra, clock)
+    finally:
+        engine_scheduler.time.monotonic = real_clock
+
+
+def _run(args: argparse.Namespace, system: str, extra: dict[str, Any] | None, clock: Clock) -> dict:
     sched: VllmAdmission = (
         GenqAdmission(extra, args.batch) if extra is not None else VllmAdmission({}, args.batch)
     )
@@ -140,7 +150,7 @@ def run(args: argparse.Namespace, system: str, extra: dict[str, Any] | None = No
     }
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--jobs", type=int, default=4096)
@@ -156,7 +166,11 @@ def main() -> None:
     p.add_argument("--serve-loop-s", type=float, default=0.01)
     p.add_argument("--gather-ms", default="0,100,250,500", help="genq's gather limits to model")
     p.add_argument("--hold-steps", default="4", help="genq's hold limits to model")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
 
     rows = [("offline limit", run(args, "limit")), ("`vllm serve`", run(args, "serve"))]
     rows.append(("genq, vLLM's scheduler", run(args, "genq", {})))
