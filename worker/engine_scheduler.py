@@ -31,7 +31,7 @@ reached the scheduler in the last 20 ms), the waiting ones are held, for at most
 from the first round held; then all that gathered go in with one prefill and stay in step, where
 without it the burst enters a few requests a step and stays staggered to the run's end. An
 empty batch is never held (a lone job starts at once), nor a batch of ``wave`` running or more;
-once ``gather_ms`` has run out, nothing is gathered until the burst pauses. ``gather_ms`` comes
+once ``gather_ms`` has run out, nothing more is gathered until the burst pauses or a wave runs. ``gather_ms`` comes
 from ``GENQ_ADMISSION_GATHER_MS``; 0 turns this rule off. Measured on an H200: one admission a
 wave with it (2.8 a second without), genq 1.027x ``vllm serve`` on that lease (docs/benchmarks.md,
 "A burst gathered"); ops/bench/batch_model.py models it.
@@ -125,7 +125,7 @@ class _AdmissionWaves:
             return False
         if self._gathering_since is None:
             self._gathering_since = now
-        # Past the limit: let it all in, and gather nothing more until the burst pauses.
+        # Past the limit: let it all in; gather again only once a condition above has lapsed.
         return now - self._gathering_since < self.gather_s
 
     def _hold(self) -> bool:
