@@ -29,6 +29,8 @@ settings: WorkerSettings = worker_settings()
 app: Celery = make_celery(settings, "genq-worker")
 app.conf.update(
     worker_pool="worker.pool:WarmThreadPool",
+    # Task events to Redis in batches, not one publish each (worker.consumer).
+    worker_consumer="worker.consumer:BatchedEventsConsumer",
     worker_concurrency=settings.worker_concurrency,
     # Model load + warm-up, for the pools that check it.
     worker_proc_alive_timeout=900,

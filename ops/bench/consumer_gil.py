@@ -3,11 +3,14 @@ another thread of its process keeps the GIL busy, as vLLM's output handling does
 hosts ``AsyncLLM`` at saturation.
 
     .venv/bin/python ops/bench/consumer_gil.py            # ~1 min; Redis: REDIS_URL or embedded
+    .venv/bin/python ops/bench/consumer_gil.py --busy 0 --consumers stock,batched,stock,batched
 
 Each case is a fresh process: a Celery worker (threads pool, genq's settings: late acks,
 prefetch 1, task events) with N tasks waiting in its queue, and a thread that holds the GIL
 ``busy`` of the time (pure-Python bursts, each followed by 0.2 ms asleep). Prints the
 messages per second the consumer got through, against the case with no busy thread.
+``--consumers``: Celery's stock consumer, genq's (worker.consumer: task events in batches), or
+both in turn, side by side.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 MARKER = "CONSUMER-RATE "
 
 
-def child(url: str, busy: float, n: int, concurrency: int) -> None:
+def child(url: str, busy: float, n: int, concurrency: int, consumer: str) -> None:
     from celery import Celery  # noqa: PLC0415
 
     from genq.celery_config import celery_config  # noqa: PLC0415
@@ -35,6 +38,8 @@ def child(url: str, busy: float, n: int, concurrency: int) -> None:
     app = Celery("consumer-gil")
     # genq's own Celery settings (late acks, prefetch 1, task events, JSON), on a queue of its own.
     app.conf.update(celery_config(CommonSettings(redis_url=url, queue="consumer-gil")))
+    if consumer == "batched":
+        app.conf.worker_consumer = "worker.consumer:BatchedEventsConsumer"
     done: list[float] = []
 
     @app.task(name="consumer_gil.noop")
@@ -71,11 +76,13 @@ def main() -> None:
     p.add_argument("--busy", default="0,0.5,0.75,0.9", help="shares of time the busy thread holds")
     p.add_argument("--messages", type=int, default=1000)
     p.add_argument("--concurrency", type=int, default=256)
+    p.add_argument("--consumers", default="stock", help="stock, batched, or a list of them")
+    p.add_argument("--consumer", default="stock", help=argparse.SUPPRESS)
     p.add_argument("--child", type=float, help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child is not None:
-        child(args.url, args.child, args.messages, args.concurrency)
+        child(args.url, args.child, args.messages, args.concurrency, args.consumer)
         return
 
     from genq.redis_server import EmbeddedRedis  # noqa: PLC0415
@@ -87,22 +94,31 @@ def main() -> None:
         url = server.url
     try:
         rows = []
-        for busy in [float(b) for b in args.busy.split(",")]:
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", str(busy), "--url", url,
-                 "--messages", str(args.messages), "--concurrency", str(args.concurrency)],
-                capture_output=True, text=True, timeout=600, check=True,
-            )  # fmt: skip
-            (line,) = [ln for ln in out.stdout.splitlines() if ln.startswith(MARKER)]
-            rows.append((busy, float(line[len(MARKER) :])))
+        for consumer in args.consumers.split(","):
+            for busy in [float(b) for b in args.busy.split(",")]:
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", str(busy), "--url", url,
+                     "--messages", str(args.messages), "--concurrency", str(args.concurrency),
+                     "--consumer", consumer],
+                    capture_output=True, text=True, timeout=600, check=True,
+                )  # fmt: skip
+                (line,) = [ln for ln in out.stdout.splitlines() if ln.startswith(MARKER)]
+                rows.append((consumer, busy, float(line[len(MARKER) :])))
     finally:
         if server is not None:
             server.stop()
-    base = rows[0][1]
-    print("| another thread holds the GIL | messages/s taken by Celery's consumer | x alone |")
-    print("|---|---|---|")
-    for busy, rate in rows:
-        print(f"| {busy:.0%} of the time | {rate:.0f} | {rate / base:.2f} |")
+    alone = {c: r for c, b, r in reversed(rows) if b == 0}  # each consumer's first run alone
+    stock = sum(r for c, b, r in rows if c == "stock" and b == 0) / max(
+        1, sum(1 for c, b, _ in rows if c == "stock" and b == 0)
+    )
+    print(
+        "| consumer | another thread holds the GIL | messages/s taken | x alone | x stock, alone |"
+    )
+    print("|---|---|---|---|---|")
+    for consumer, busy, rate in rows:
+        vs_alone = f"{rate / alone[consumer]:.2f}" if consumer in alone else "-"
+        vs_stock = f"{rate / stock:.2f}" if stock else "-"
+        print(f"| {consumer} | {busy:.0%} of the time | {rate:.0f} | {vs_alone} | {vs_stock} |")
 
 
 if __name__ == "__main__":
