@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -108,9 +109,8 @@ def main() -> None:
         if server is not None:
             server.stop()
     alone = {c: r for c, b, r in reversed(rows) if b == 0}  # each consumer's first run alone
-    stock = sum(r for c, b, r in rows if c == "stock" and b == 0) / max(
-        1, sum(1 for c, b, _ in rows if c == "stock" and b == 0)
-    )
+    stock_alone = [r for c, b, r in rows if c == "stock" and b == 0]
+    stock = statistics.mean(stock_alone) if stock_alone else 0.0
     print(
         "| consumer | another thread holds the GIL | messages/s taken | x alone | x stock, alone |"
     )
