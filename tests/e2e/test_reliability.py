@@ -50,6 +50,22 @@ def _start_long_job(stack: Stack, prompt: str, tokens: int) -> str:
     return job_id
 
 
+def _frozen_mid_job(stack: Stack, prompt: str, tokens: int, tries: int = 3) -> str:
+    """Start a job of ``tokens`` tokens, let it run a second, then stop (SIGSTOP) the worker's
+    whole process group, engine included: a job still ``processing`` then cannot end before the
+    test's next step, however long the machine stalls the test (in one CI run a 400-token job
+    ended between its check and its kill). A job that ended before the freeze is retried with a
+    new one. The caller kills what it means to and continues (SIGCONT) what is left."""
+    for _ in range(tries):
+        job_id = _start_long_job(stack, prompt, tokens)
+        time.sleep(1)
+        os.killpg(stack.worker.pid, signal.SIGSTOP)
+        if httpx.get(f"{stack.api}/v1/jobs/{job_id}").json()["status"] == "processing":
+            return job_id
+        os.killpg(stack.worker.pid, signal.SIGCONT)
+    raise AssertionError(f"no {tokens}-token job was still running a second after it started")
+
+
 def test_a_queued_job_canceled_never_runs(stack: Stack, parked_api: ParkedApi) -> None:
     job = httpx.post(f"{parked_api.url}/v1/jobs", json={"prompt": "never", "max_tokens": 4}).json()
     assert job["status"] == "queued"
@@ -217,9 +233,8 @@ def test_a_redis_restart_loses_no_accepted_job(stack: Stack, parked_api: ParkedA
 def test_a_worker_killed_mid_job_loses_nothing(stack: Stack) -> None:
     """kill -9 the worker (and its engine) mid-generation; a new worker comes up warm, finds the
     job's lapsed lease, and runs it to the end: one record, two starts, never two at once."""
-    job_id = _start_long_job(stack, "Tell a long tale.", 400)
+    job_id = _frozen_mid_job(stack, "Tell a long tale.", 400)
     first = httpx.get(f"{stack.api}/v1/jobs/{job_id}").json()
-    time.sleep(1)
     os.killpg(stack.worker.pid, signal.SIGKILL)
     stack.worker.wait()
     wait_until(lambda: httpx.get(f"{stack.api}/readyz").status_code == 503, 15, "worker gone")
@@ -239,11 +254,11 @@ def test_a_worker_killed_mid_job_loses_nothing(stack: Stack) -> None:
 def test_a_dead_engine_hands_its_jobs_back_and_the_worker_exits(stack: Stack) -> None:
     """kill -9 the engine core under a running job: the worker gives the job back and exits
     non-zero (to be restarted), /readyz says no worker is warm, the job finishes elsewhere."""
-    job_id = _start_long_job(stack, "A long engine-killing tale.", 400)
+    job_id = _frozen_mid_job(stack, "A long engine-killing tale.", 400)
     worker = psutil.Process(stack.worker.pid)
     (core,) = [p for p in worker.children(recursive=True) if "EngineCore" in p.name()]
-    time.sleep(1)
     core.kill()
+    os.killpg(stack.worker.pid, signal.SIGCONT)
     assert stack.worker.wait(60) == 70
     readyz = httpx.get(f"{stack.api}/readyz")
     assert readyz.status_code == 503 and readyz.json()["error"]["type"] == "not_ready"
