@@ -6,6 +6,8 @@
 #   bash ops/bench/gpu-engine-core.sh spawn NAME   # genq, VLLM_WORKER_MULTIPROC_METHOD=spawn
 #   bash ops/bench/gpu-engine-core.sh serve NAME   # `vllm serve`, not streamed
 #   bash ops/bench/gpu-engine-core.sh limit NAME   # the offline engine limit
+#   bash ops/bench/gpu-engine-core.sh overhead NAME  # genq at low load: ops/bench/overhead.py,
+#                                                    # plain and with idle cores kept awake
 # Writes $OUT/NAME.json, NAME.txt and NAME-core-profile.txt (py-spy raw, --idle: waiting shows).
 # PY_SPY: the py-spy binary (default: on PATH). ENGINE_ARGS: the engine's options, the same for
 # every system (default below: session 9's). RAMP_S: bench.py's --ramp-s (the first 1,024
@@ -19,10 +21,17 @@ case $variant in
   spawn) systems=genq; export VLLM_WORKER_MULTIPROC_METHOD=spawn ;;
   serve) systems=vllm_serve_plain ;;
   limit) systems=limit ;;
-  *) echo "variant: fork, spawn, serve or limit" >&2; exit 2 ;;
+  overhead) ;;
+  *) echo "variant: fork, spawn, serve, limit or overhead" >&2; exit 2 ;;
 esac
 EA=${ENGINE_ARGS:-'{"load_format": "dummy", "max_num_batched_tokens": 16384, "max_num_seqs": 256}'}
 log=$OUT/$name.txt
+if [ "$variant" = overhead ]; then
+  python3 ops/bench/overhead.py --jobs 200 --tokens 16 --engine-args "$EA" \
+    --hold-cpu-latency-us 0 --out "$OUT/$name.json" >"$log" 2>&1
+  tail -40 "$log"
+  exit
+fi
 python3 ops/bench/bench.py --prompts 4096 --tokens 256 --concurrency 1024 --mix-prompts 0 \
   --worker-concurrency 1024 --seed-requests 4 --seed-curls 2 --engine-args "$EA" \
   --systems "$systems" ${RAMP_S:+--ramp-s "$RAMP_S"} --out "$OUT/$name.json" >"$log" 2>&1 &

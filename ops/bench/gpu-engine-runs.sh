@@ -2,14 +2,15 @@
 # Several saturation runs of ops/bench/gpu-engine-core.sh in one device call, each with a named set
 # of engine options (docs/benchmarks.md, "Full CUDA graphs tried" — session 12):
 #   bash ops/bench/gpu-engine-runs.sh spawn:c1-genq-full:full serve:c2-serve-full:full limit:c3:default
-# Each argument is VARIANT:NAME:OPTIONS, VARIANT and NAME as gpu-engine-core.sh takes them and
-# OPTIONS one of: default (session 9's), full (cudagraph_mode FULL, graphs up to 1,024 tokens),
-# fp1024 (FULL_AND_PIECEWISE, vLLM's default mode, graphs up to 1,024 tokens), nowaves (default,
-# and genq's worker on vLLM's own scheduler: GENQ_ADMISSION_WAVE=0; session 13), holdN (default,
-# the backlog held back up to N engine steps: GENQ_ADMISSION_HOLD_STEPS=N), apiN (default, and N
-# API processes instead of 2: GENQ_API_WORKERS=N; session 14), nogather (default, but a burst into
-# a refilling batch is not gathered: GENQ_ADMISSION_GATHER_MS=0; session 15) and gatherN (gathered
-# up to N ms: GENQ_ADMISSION_GATHER_MS=N).
+# Each argument is VARIANT:NAME:OPTIONS, VARIANT (overhead too: genq at low load) and NAME as
+# gpu-engine-core.sh takes them and OPTIONS one of: default (session 9's), full (cudagraph_mode
+# FULL, graphs up to 1,024 tokens), fp1024 (FULL_AND_PIECEWISE, vLLM's default mode, graphs up to
+# 1,024 tokens), nowaves (default, and genq's worker on vLLM's own scheduler: GENQ_ADMISSION_WAVE=0;
+# session 13), holdN (default, the backlog held back up to N engine steps:
+# GENQ_ADMISSION_HOLD_STEPS=N), apiN (default, and N API processes instead of 2: GENQ_API_WORKERS=N;
+# session 14), nogather (default, but a burst into a refilling batch is not gathered:
+# GENQ_ADMISSION_GATHER_MS=0; session 15) and gatherN (gathered up to N ms:
+# GENQ_ADMISSION_GATHER_MS=N).
 # The call that installs the bundle carries .device/run and .device/model; this script keeps
 # their binaries (redis-server, py-spy), device-env.sh and the model in /root, so later calls on
 # the same machine carry nothing but the tree.

@@ -18,14 +18,25 @@ it meets the previous job's last bookkeeping: Celery's acknowledgement and event
 clean-up), and with ``--think-ms`` of idle time between jobs (each job meets an idle stack: low
 load as a user sees it). The first ``--skip`` jobs of each are left out (the first of a fresh
 stack pay one-time costs: cold-start.md measures those). Issue #4's target: overhead p50 <= 5 ms.
+
+``--hold-cpu-latency-us N`` measures both ways again while this process holds Linux's PM QoS
+request (``/dev/cpu_dma_latency``, root only): no core sleeps in an idle state that takes longer
+than N µs to leave, for the whole machine, as tuned's latency-performance profile does. Each hop
+of a job's way (client, API, Redis, Celery's consumer, the engine host) wakes a process whose
+core may have gone to sleep while it waited; beside the plain runs this says how much of the
+overhead is those wake-ups. The host's idle states are printed with the tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import struct
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,6 +87,34 @@ def render(measured: dict[str, list[float]]) -> str:
     return "\n".join(lines)
 
 
+def idle_states() -> str:
+    """The kernel's idle driver and the idle states of core 0, with their exit latencies."""
+    root = Path("/sys/devices/system/cpu")
+    try:
+        driver = (root / "cpuidle/current_driver").read_text().strip()
+    except OSError:
+        return "idle states: unknown (no cpuidle in /sys)"
+    states = []
+    for state in sorted((root / "cpu0/cpuidle").glob("state*")):
+        name = (state / "name").read_text().strip()
+        latency = (state / "latency").read_text().strip()
+        disabled = (state / "disable").read_text().strip() == "1"
+        states.append(f"{name} {latency} µs" + (" (disabled)" if disabled else ""))
+    return f"idle driver {driver}: " + ", ".join(states)
+
+
+@contextlib.contextmanager
+def cpu_latency_held(us: int) -> Iterator[None]:
+    """Linux's PM QoS request: while the file stays open, no core enters an idle state that
+    takes longer than ``us`` µs to leave."""
+    fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+    try:
+        os.write(fd, struct.pack("i", us))
+        yield
+    finally:
+        os.close(fd)  # the request ends with the file
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -86,6 +125,12 @@ def main() -> None:
     p.add_argument("--think-ms", type=float, default=20.0, help="idle time between jobs")
     p.add_argument("--engine-args", default="{}")
     p.add_argument("--out", type=Path, help="every job's numbers, as JSON")
+    p.add_argument(
+        "--hold-cpu-latency-us",
+        type=int,
+        metavar="N",
+        help="measure both ways again holding /dev/cpu_dma_latency at N µs (root)",
+    )
     args = p.parse_args()
     jobs = [
         {
@@ -98,17 +143,26 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="genq-overhead-"))
     stack = Stack(work, worker_concurrency=8, engine_args=args.engine_args)
     modes = {"back to back": 0.0, f"{args.think_ms:g} ms apart": args.think_ms / 1000}
+    holds: dict[str, contextlib.AbstractContextManager[None]] = {"": contextlib.nullcontext()}
+    if args.hold_cpu_latency_us is not None:
+        n = args.hold_cpu_latency_us
+        holds[f", idle cores within {n} µs of waking"] = cpu_latency_held(n)
     measured: dict[str, dict[str, list[float]]] = {}
     try:
         stack.wait_ready()
-        for mode, think_s in modes.items():
-            run = loadgen.run_genq(stack.url, jobs, 1, keep_records=True, think_s=think_s)
-            measured[mode] = parts(run, args.skip)
+        for held, hold in holds.items():
+            with hold:
+                for mode, think_s in modes.items():
+                    run = loadgen.run_genq(stack.url, jobs, 1, keep_records=True, think_s=think_s)
+                    measured[mode + held] = parts(run, args.skip)
     finally:
         stack.stop()
+    states = idle_states()
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"args": vars(args), "parts_ms": measured}, default=str))
+        out = {"args": vars(args), "idle_states": states, "parts_ms": measured}
+        args.out.write_text(json.dumps(out, default=str))
+    print(states)
     for mode, values in measured.items():
         print(f"\n{args.jobs} jobs x {args.tokens} tokens, one in flight, {mode}:")
         print(render(values))
