@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -173,12 +175,25 @@ def test_the_async_client(stack: Stack) -> None:
 
 
 def genq(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "genq.cli", *args, "--url", stack.api],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """Run the CLI. One that hangs (in one CI run, ``cancel`` never answered in 120 s, though its
+    every request has a 30 s timeout) is made to print where: faulthandler dumps its threads'
+    stacks on SIGABRT, and the failure shows them beside the API's last log lines."""
+    command = [sys.executable, "-m", "genq.cli", *args, "--url", stack.api]
+    env = os.environ | {"PYTHONFAULTHANDLER": "1"}
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as cli:
+        try:
+            out, err = cli.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            cli.send_signal(signal.SIGABRT)
+            out, err = cli.communicate()
+            api_log = (stack.logs / "api.log").read_text(errors="replace").splitlines()[-40:]
+            pytest.fail(
+                f"genq {' '.join(args)} hung for 120 s; its stacks:\n{err}\n"
+                "the API's last log lines:\n" + "\n".join(api_log)
+            )
+    return subprocess.CompletedProcess(command, cli.returncode, out, err)
 
 
 def test_cli_submit_wait_then_get(stack: Stack, client: Client) -> None:

@@ -147,7 +147,9 @@ def test_a_burst_on_one_model_does_not_hold_up_another(
     stack: Stack, second_model: SecondModel
 ) -> None:
     """Twice as many default-model jobs as its worker runs at once (32): B's job, sent after them
-    all, starts at once on B's worker and ends while the burst is still running or waiting."""
+    all, starts at once on B's worker and ends while the burst is still running or waiting (in
+    which wave it ends depends on how the two engines share the cores: a CI run once saw it end
+    just after the first 32)."""
     burst = [
         submit(stack, prompt=f"Count to {i}.", max_tokens=256, min_tokens=256) for i in range(64)
     ]
@@ -165,8 +167,8 @@ def test_a_burst_on_one_model_does_not_hold_up_another(
         quick = wait_for_job(stack.api, submit(stack, prompt=PROMPT, model=B))
         assert quick["status"] == "succeeded"
         assert quick["metrics"]["queue_ms"] < 1000, quick["metrics"]
-        after = statuses()
-        assert after.get("queued", 0) + after.get("processing", 0) > 32, after
+        after = statuses()  # how far B's job got ahead: it did not wait for the burst to end
+        assert after.get("queued", 0) + after.get("processing", 0) > 0, after
     finally:
         for job_id in burst:
             httpx.post(f"{stack.api}/v1/jobs/{job_id}/cancel")
