@@ -89,8 +89,13 @@ if [ -n "$left" ]; then
 fi
 say "down -v left no container, network or volume"
 
-size() { docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.2f GB", $1 / 1e9}'; }
+bytes() { docker image inspect -f '{{.Size}}' "$1"; }
+gb() { awk "BEGIN { printf \"%.2f GB\", ($1) / 1e9 }"; }
 say "times"
 printf '  %s\n' "${TIMES[@]}"
-say "image sizes (the base, python:3.11-slim, is a local stand-in here: $(size python:3.11-slim))"
-for image in genq-api genq-worker-cpu; do printf '  %-16s %s\n' "$image" "$(size "$image")"; done
+base=$(bytes python:3.11-slim)
+say "image sizes (their base, python:3.11-slim, $(gb "$base") here, may be a local stand-in)"
+for image in genq-api genq-worker-cpu; do
+  size=$(bytes "$image")
+  printf '  %-16s %s, of which genq'"'"'s layers %s\n' "$image" "$(gb "$size")" "$(gb "$size - $base")"
+done
