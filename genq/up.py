@@ -2,7 +2,8 @@
 
 Starts Redis (embedded, unless ``REDIS_URL`` is set, with a password kept under the data dir),
 one worker, the webhooks process, the API and Flower, each as a child process in its own process
-group; prints the URLs, then "ready" once ``/readyz`` says so. A worker or webhooks process that
+group; prints the URLs, then "ready" once ``/readyz`` says so. Before anything starts, every port
+it will listen on must be free: a taken one ends it with exit code 2 and the variable to change. A worker or webhooks process that
 dies is restarted. Without ``GENQ_WEBHOOK_SECRET``, the webhook signing secret is made once under
 the data dir and printed. SIGINT or SIGTERM stops every process it started (the engine's own
 children included) and the embedded Redis, leaving no process and no port behind.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,7 +24,7 @@ import httpx
 
 from genq.models import served_name
 from genq.redis_server import PASSWORD_FILE, EmbeddedRedis, load_or_create_password
-from genq.settings import UpSettings
+from genq.settings import UpSettings, WorkerSettings
 from genq.webhooks import load_or_create_secret
 
 log = logging.getLogger(__name__)
@@ -88,7 +90,34 @@ def stop_all(children: list[Child]) -> None:
         child.wait(5)
 
 
+def taken_port(settings: UpSettings) -> str | None:
+    """Why ``genq up`` cannot start, if a port it will listen on is in use already: another
+    program there would answer in genq's place (its ``/readyz`` too)."""
+    ports = [
+        (settings.api_host, settings.api_port, "GENQ_API_PORT"),
+        (settings.flower_host, settings.flower_port, "GENQ_FLOWER_PORT"),
+    ]
+    if worker_port := int(os.environ.get("GENQ_WORKER_HTTP_PORT") or 0):  # 0: any free port
+        host = (
+            os.environ.get("GENQ_WORKER_HTTP_HOST")
+            or WorkerSettings.model_fields["worker_http_host"].default
+        )
+        ports.append((host, worker_port, "GENQ_WORKER_HTTP_PORT"))
+    for host, port, variable in ports:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            # As the servers bind: a port left in TIME_WAIT is free to them, a listener is not.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                return f"port {port} on {host} is in use (set {variable}): {exc.strerror}"
+    return None
+
+
 def run(settings: UpSettings) -> int:
+    if reason := taken_port(settings):
+        print(f"genq: {reason}", file=sys.stderr, flush=True)
+        return 2
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     redis: EmbeddedRedis | None = None
