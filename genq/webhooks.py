@@ -17,13 +17,14 @@ import email.utils
 import hashlib
 import hmac
 import json
-import os
 import random
 import secrets
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
+
+from genq.kept import load_or_create
 
 WebhookEvent = Literal["start", "output", "completed"]
 EVENTS: tuple[str, ...] = ("start", "output", "completed")
@@ -58,15 +59,7 @@ def new_secret() -> str:
 def load_or_create_secret(data_dir: Path) -> tuple[str, bool]:
     """The dev secret kept under ``data_dir`` (made on first use, mode 0600). Returns it and
     whether it was just made."""
-    path = data_dir / SECRET_FILE
-    if path.exists():
-        return path.read_text().strip(), False
-    data_dir.mkdir(parents=True, exist_ok=True)
-    secret = new_secret()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(secret + "\n")
-    return secret, True
+    return load_or_create(data_dir / SECRET_FILE, new_secret)
 
 
 def sign(secrets_: list[str], webhook_id: str, timestamp: int, body: bytes) -> str:
