@@ -5,7 +5,8 @@ one worker, the webhooks process, the API and Flower, each as a child process in
 group; prints the URLs, then "ready" once ``/readyz`` says so. Before anything starts, every port
 it will listen on must be free: a taken one ends it with exit code 2 and the variable to change. A worker or webhooks process that
 dies is restarted. Without ``GENQ_WEBHOOK_SECRET``, the webhook signing secret is made once under
-the data dir and printed. SIGINT or SIGTERM stops every process it started (the engine's own
+the data dir and printed; without ``GENQ_FLOWER_BASIC_AUTH``, so is a Flower login, so that its
+dashboard and its API both answer (Flower's API refuses every request where no login is set). SIGINT or SIGTERM stops every process it started (the engine's own
 children included) and the embedded Redis, leaving no process and no port behind.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from genq.kept import load_or_create
 from genq.models import served_name
 from genq.redis_server import PASSWORD_FILE, EmbeddedRedis, load_or_create_password
 from genq.settings import UpSettings, WorkerSettings
@@ -36,6 +39,9 @@ RESTARTED_ROLES = ("worker", "webhooks")
 
 class _Stop(Exception):
     pass
+
+
+FLOWER_LOGIN_FILE = "flower_login"
 
 
 def _raise_stop(signum: int, _frame: object) -> None:
@@ -150,6 +156,14 @@ def run(settings: UpSettings) -> int:
                     f"genq: webhook signing secret (new; kept in {settings.data_dir}): {secret}",
                     flush=True,
                 )
+        flower_login = ""
+        if not env.get("GENQ_FLOWER_BASIC_AUTH"):
+            path = settings.data_dir / FLOWER_LOGIN_FILE
+            login, created = load_or_create(path, lambda: "genq:" + secrets.token_urlsafe(12))
+            env["GENQ_FLOWER_BASIC_AUTH"] = login
+            flower_login = f"  (login in {path})"
+            if created:
+                print(f"genq: Flower login (new; kept in {path}): {login}", flush=True)
         children = [
             Child("api", env),
             Child("worker", env),
@@ -160,7 +174,8 @@ def run(settings: UpSettings) -> int:
             child.start()
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         print(f"genq: API     {api_url}  (docs: {api_url}/docs)", flush=True)
-        print(f"genq: Flower  http://{settings.flower_host}:{settings.flower_port}", flush=True)
+        flower_url = f"http://{settings.flower_host}:{settings.flower_port}"
+        print(f"genq: Flower  {flower_url}{flower_login}", flush=True)
         print(
             "genq: the worker is loading and warming its model; Ctrl-C stops everything", flush=True
         )

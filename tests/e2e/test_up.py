@@ -55,8 +55,8 @@ def test_up_serves_restarts_a_dead_worker_and_ctrl_c_leaves_nothing_behind(tmp_p
         "GENQ_FLOWER_PORT": str(flower_port),
         "GENQ_DATA_DIR": str(tmp_path / "data"),
         "GENQ_WORKER_CONCURRENCY": "8",
-        "FLOWER_UNAUTHENTICATED_API": "true",  # dev, no basic auth: let the test read /api
     }
+    env.pop("GENQ_FLOWER_BASIC_AUTH", None)
     up = subprocess.Popen(
         [sys.executable, "-m", "genq.cli", "up"],
         env=env,
@@ -93,6 +93,13 @@ def test_up_serves_restarts_a_dead_worker_and_ctrl_c_leaves_nothing_behind(tmp_p
         # No GENQ_WEBHOOK_SECRET: one is made, kept under the data dir and printed once.
         secret = (tmp_path / "data" / "webhook_secret").read_text().strip()
         assert secret.startswith("whsec_") and printed.count(secret) == 1
+        # No GENQ_FLOWER_BASIC_AUTH: a Flower login is made the same way, for the dashboard and
+        # its API alike.
+        login_file = tmp_path / "data" / "flower_login"
+        login = login_file.read_text().strip()
+        assert login.startswith("genq:") and printed.count(login) == 1
+        assert login_file.stat().st_mode & 0o777 == 0o600
+        user, _, password = login.partition(":")
 
         answer = httpx.post(
             f"http://127.0.0.1:{api_port}/generate",
@@ -104,8 +111,10 @@ def test_up_serves_restarts_a_dead_worker_and_ctrl_c_leaves_nothing_behind(tmp_p
         # Flower saw the worker and the task (from Celery's events, as its dashboard does).
         _wait_for_flower_metrics(flower_port, ['type="task-succeeded"', 'task="genq.generate"'])
         # Its worker page (Pool) shows the worker's start-up by phase and its warm-up.
+        flower_api = f"http://127.0.0.1:{flower_port}/api/workers"
+        assert httpx.get(flower_api, timeout=30).status_code == 401
         workers = httpx.get(
-            f"http://127.0.0.1:{flower_port}/api/workers", params={"refresh": "true"}, timeout=30
+            flower_api, params={"refresh": "true"}, auth=(user, password), timeout=30
         ).json()
         (pool,) = [
             w["stats"]["pool"]
