@@ -38,17 +38,16 @@ unsupported() {
   [ -w /sys/fs/cgroup ] || { echo "/sys/fs/cgroup is not writable: containers need cgroups"; return 0; }
 }
 
-install_missing() {
+# Debian's packages for a dockerd of our own, where they are missing.
+install_engine() {
   local want=()
   command -v dockerd >/dev/null || want+=(docker.io)
   command -v iptables >/dev/null || want+=(iptables)
-  command -v debootstrap >/dev/null || want+=(debootstrap) # ops/docker/standins.sh
   if [ ${#want[@]} -gt 0 ]; then
     log "installing ${want[*]} (apt)"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
   fi
-  compose_plugin
 }
 
 # `docker compose` (v2) for the docker CLI, where it has none.
@@ -66,21 +65,21 @@ compose_plugin() {
 
 start() {
   mkdir -p "$DIR"
+  compose_plugin
   if docker info >/dev/null 2>&1; then
     log "using the Docker engine that answers already"
-    install_missing
     return 0
   fi
-  install_missing
   export DOCKER_HOST=unix://$SOCK
   if ! docker info >/dev/null 2>&1; then
+    install_engine
     # What dockerd adds to the host, to take away again at `stop`.
     iptables-save >"$DIR/iptables.before"
     sysctl -n net.ipv4.ip_forward >"$DIR/ip_forward.before"
     # The bridge's MTU follows the host's uplink: a smaller uplink (1400 on some VMs) with the
     # default 1500 stalls large downloads inside builds.
     local mtu
-    mtu=$(ip -o route get 1.1.1.1 2>/dev/null | sed -n 's/.* dev \([^ ]*\).*/\1/p' |
+    mtu=$(ip route show default 2>/dev/null | sed -n '1s/.* dev \([^ ]*\).*/\1/p' |
       xargs -r -I{} cat /sys/class/net/{}/mtu 2>/dev/null || true)
     log "starting dockerd (data in $DIR/data)"
     dockerd --data-root "$DIR/data" --exec-root "$DIR/exec" --pidfile "$DIR/dockerd.pid" \

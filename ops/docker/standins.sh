@@ -33,6 +33,11 @@ debian_base() {
   docker image inspect "$DEBIAN_BASE" >/dev/null 2>&1 && return 0
   local root=$DIR/rootfs-bookworm
   if [ ! -x "$root/usr/bin/apt-get" ] || [ ! -f "$root/.complete" ]; then
+    if ! command -v debootstrap >/dev/null; then
+      log "installing debootstrap (apt)"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+    fi
     log "debootstrap bookworm (minbase) into $root"
     rm -rf "$root"
     debootstrap --variant=minbase --include=ca-certificates bookworm "$root" \
