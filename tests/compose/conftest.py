@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import pytest
 import yaml
+
+from tests.e2e.conftest import wait_for_job, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -24,7 +24,6 @@ PROJECT = COMPOSE["name"]
 PROFILE = ("--profile", "cpu")
 WORKER = "worker-cpu"
 RECEIVER = "genq-hook-receiver"  # a container on the stack's network: GENQ_WEBHOOK_ALLOW_HOSTS
-T = TypeVar("T")
 
 
 def published(service: str) -> str:
@@ -54,18 +53,6 @@ def docker(*args: str) -> str:
     return done.stdout.strip()
 
 
-def wait_until(check: Callable[[], T | None], timeout_s: float, what: str) -> T:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if result := check():
-                return result
-        except httpx.HTTPError:
-            pass  # a service restarting
-        time.sleep(0.5)
-    raise TimeoutError(f"{what}: not within {timeout_s} s")
-
-
 def container_of(service: str) -> str:
     (container,) = compose("ps", "-q", service).split()
     return container
@@ -93,14 +80,7 @@ class Stack:
         return response.json()
 
     def wait_for_job(self, job_id: str, timeout_s: float = 180) -> dict:
-        def finished() -> dict | None:
-            response = httpx.get(f"{self.api}/v1/jobs/{job_id}", timeout=10)
-            if response.status_code != 200:  # 503 while Redis restarts
-                return None
-            job = response.json()
-            return job if job["status"] in ("succeeded", "failed", "canceled") else None
-
-        return wait_until(finished, timeout_s, f"job {job_id} finished")
+        return wait_for_job(self.api, job_id, timeout_s)
 
 
 @pytest.fixture(scope="session")
