@@ -3,11 +3,12 @@
 Starts Redis (embedded, unless ``REDIS_URL`` is set, with a password kept under the data dir),
 one worker, the webhooks process, the API and Flower, each as a child process in its own process
 group; prints the URLs, then "ready" once ``/readyz`` says so. Before anything starts, every port
-it will listen on must be free: a taken one ends it with exit code 2 and the variable to change. A worker or webhooks process that
-dies is restarted. Without ``GENQ_WEBHOOK_SECRET``, the webhook signing secret is made once under
-the data dir and printed; without ``GENQ_FLOWER_BASIC_AUTH``, so is a Flower login, so that its
-dashboard and its API both answer (Flower's API refuses every request where no login is set). SIGINT or SIGTERM stops every process it started (the engine's own
-children included) and the embedded Redis, leaving no process and no port behind.
+it will listen on must be free: a taken one ends it with exit code 2 and the variable to change.
+A worker or webhooks process that dies is restarted. Without ``GENQ_WEBHOOK_SECRET``, the webhook
+signing secret is made once under the data dir and printed; without ``GENQ_FLOWER_BASIC_AUTH``,
+so is a Flower login, so that its dashboard and its API both answer (Flower's API refuses every
+request where no login is set). SIGINT or SIGTERM stops every process it started (the engine's
+own children included) and the embedded Redis, leaving no process and no port behind.
 """
 
 from __future__ import annotations
