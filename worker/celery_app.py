@@ -20,7 +20,7 @@ from genq.models import register
 from genq.redis_client import sync_redis
 from genq.schemas import JobPayload
 from genq.settings import WorkerSettings, worker_settings
-from worker import broker, engine_host
+from worker import engine_host
 from worker.health import WorkerHealth
 
 log = logging.getLogger(__name__)
@@ -31,11 +31,7 @@ app.conf.update(
     worker_pool="worker.pool:WarmThreadPool",
     # Task events to Redis in batches, not one publish each (worker.consumer).
     worker_consumer="worker.consumer:BatchedEventsConsumer",
-    # kombu's Redis transport, the delivery's bookkeeping off the job's way in (worker.broker).
-    broker_transport=broker.transport_for(settings.broker_url()),
     worker_concurrency=settings.worker_concurrency,
-    # Model load + warm-up, for the pools that check it.
-    worker_proc_alive_timeout=900,
 )
 NAME = settings.worker_name or f"genq-{os.getpid()}@{socket.gethostname()}"
 health = WorkerHealth()

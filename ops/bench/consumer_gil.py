@@ -10,8 +10,7 @@ prefetch 1, task events) with N tasks waiting in its queue, and a thread that ho
 ``busy`` of the time (pure-Python bursts, each followed by 0.2 ms asleep). Prints the
 messages per second the consumer got through, against the case with no busy thread.
 ``--consumers``: Celery's stock consumer (``stock``), with task events in batches
-(``batched``: worker.consumer), and with the delivery's bookkeeping read after the hand-over too
-(``genq``: worker.broker, as genq's worker runs), or a list of them in turn, side by side.
+(``batched``: worker.consumer, as genq's worker runs), or a list of them in turn, side by side.
 """
 
 from __future__ import annotations
@@ -40,10 +39,8 @@ def child(url: str, busy: float, n: int, concurrency: int, consumer: str) -> Non
     app = Celery("consumer-gil")
     # genq's own Celery settings (late acks, prefetch 1, task events, JSON), on a queue of its own.
     app.conf.update(celery_config(CommonSettings(redis_url=url, queue="consumer-gil")))
-    if consumer in ("batched", "genq"):
+    if consumer == "batched":
         app.conf.worker_consumer = "worker.consumer:BatchedEventsConsumer"
-    if consumer == "genq":
-        app.conf.broker_transport = "worker.broker:Transport"
     done: list[float] = []
 
     @app.task(name="consumer_gil.noop")
@@ -80,7 +77,7 @@ def main() -> None:
     p.add_argument("--busy", default="0,0.5,0.75,0.9", help="shares of time the busy thread holds")
     p.add_argument("--messages", type=int, default=1000)
     p.add_argument("--concurrency", type=int, default=256)
-    p.add_argument("--consumers", default="stock", help="stock, batched, genq, or a list of them")
+    p.add_argument("--consumers", default="stock", help="stock, batched, or a list of them")
     p.add_argument("--consumer", default="stock", help=argparse.SUPPRESS)
     p.add_argument("--child", type=float, help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)

@@ -1,5 +1,5 @@
-"""worker/consumer.py: a real Celery worker (threads pool, genq's settings, the batching consumer,
-worker/broker.py's transport) on a real Redis sends every task event, in fewer publishes than
+"""worker/consumer.py: a real Celery worker (threads pool, genq's settings, the batching consumer)
+on a real Redis sends every task event, in fewer publishes than
 events, and acknowledges every message."""
 
 from __future__ import annotations
@@ -26,10 +26,8 @@ from genq.settings import CommonSettings
 
 app = Celery("consumer-events")
 app.conf.update(celery_config(CommonSettings(redis_url=sys.argv[1], queue="consumer-events")))
-# As genq's worker runs (worker.celery_app): events in batches, the delivery's bookkeeping read
-# after the hand-over (worker.broker).
+# As genq's worker runs (worker.celery_app): events in batches.
 app.conf.worker_consumer = "worker.consumer:BatchedEventsConsumer"
-app.conf.broker_transport = "worker.broker:Transport"
 done = []
 
 @app.task(name="consumer_events.noop")
