@@ -33,12 +33,12 @@ from api.routes import (
     workers,
 )
 from api.waiter import JobWaiter
-from genq.batch_store import BatchStore
-from genq.celery_config import make_celery
-from genq.models import ModelCatalog
-from genq.redis_client import async_redis
-from genq.settings import ApiSettings, api_settings
-from genq.store import JobStore
+from genq.contract.settings import ApiSettings, api_settings
+from genq.store.batches import BatchStore
+from genq.store.jobs import JobStore
+from genq.store.models import ModelCatalog
+from genq.store.queue import make_celery
+from genq.store.redis_client import async_redis
 
 
 @asynccontextmanager

@@ -1,4 +1,4 @@
-"""Who is calling: the API keys of genq.keys, required on every ``/v1`` route and on ``POST
+"""Who is calling: the API keys of genq.contract.keys, required on every ``/v1`` route and on ``POST
 /generate`` once any key is configured; each key's request rate, limited in Redis so that every
 API process and replica shares one budget per key; and jobs visible to the key that made them.
 
@@ -22,10 +22,10 @@ from redis.asyncio import Redis
 
 from api.deps import Services
 from api.errors import ApiError
-from genq.constants import rate_limit_key
-from genq.keys import ApiKey, KeyRing, KeysError, key_ring, read_keys
-from genq.schemas import ErrorBody, JobRecord
-from genq.settings import ApiSettings
+from genq.contract.constants import rate_limit_key
+from genq.contract.keys import ApiKey, KeyRing, KeysError, key_ring, read_keys
+from genq.contract.schemas import ErrorBody, JobRecord
+from genq.contract.settings import ApiSettings
 
 log = logging.getLogger(__name__)
 

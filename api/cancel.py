@@ -10,8 +10,8 @@ from collections.abc import Iterable
 
 from redis.asyncio import Redis
 
-from genq.constants import CANCEL_CHANNEL
-from genq.schemas import JobError
+from genq.contract.constants import CANCEL_CHANNEL
+from genq.contract.schemas import JobError
 
 
 def canceled_before_run() -> dict[str, object]:

@@ -17,11 +17,11 @@ from redis.asyncio import Redis
 
 from api.job_stream import StreamReaders
 from api.waiter import JobWaiter
-from genq.batch_store import BatchStore
-from genq.models import ModelCatalog
-from genq.settings import ApiSettings
-from genq.ssrf import AllowList
-from genq.store import JobStore
+from genq.contract.settings import ApiSettings
+from genq.contract.ssrf import AllowList
+from genq.store.batches import BatchStore
+from genq.store.jobs import JobStore
+from genq.store.models import ModelCatalog
 
 if TYPE_CHECKING:
     from api.auth import Access
@@ -38,7 +38,7 @@ class Services:
     webhook_allow: AllowList
     streams: StreamReaders  # output streams' readers, on a Redis pool of their own
     access: Access  # API keys and their limits (api.auth)
-    models: ModelCatalog  # the models served, and a job's default (genq.models)
+    models: ModelCatalog  # the models served, and a job's default (genq.contract.models)
 
 
 async def _services(request: Request) -> Services:

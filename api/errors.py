@@ -14,7 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from genq.schemas import ErrorBody, ErrorDetail
+from genq.contract.schemas import ErrorBody, ErrorDetail
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Following a job's output stream (genq.streams) from the API: what ``GET /v1/jobs/{id}/stream``
+"""Following a job's output stream (genq.store.streams) from the API: what ``GET /v1/jobs/{id}/stream``
 and the OpenAI front's ``stream: true`` both read.
 
 Each reader blocks on ``XREAD`` on a connection of its own, from a pool kept apart from the one
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from api.errors import ApiError
-from genq import streams
-from genq.constants import job_key, stream_key
+from genq.contract.constants import job_key, stream_key
+from genq.store import streams
 
 KEEPALIVE_S = 15.0  # a reader hears something at least this often
 _ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")

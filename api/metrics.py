@@ -36,7 +36,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
-from genq.constants import QUEUED_COUNT
+from genq.contract.constants import QUEUED_COUNT
 
 log = logging.getLogger(__name__)
 

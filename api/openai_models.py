@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from genq.schemas import MAX_MESSAGES, ChatMessage, JobInput, SamplingOptions
+from genq.contract.schemas import MAX_MESSAGES, ChatMessage, JobInput, SamplingOptions
 
 
 class StreamOptions(BaseModel):

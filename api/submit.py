@@ -1,6 +1,6 @@
-"""Accepting a job: find its model (genq.models), refuse it if that model's queue is full (or its
+"""Accepting a job: find its model (genq.contract.models), refuse it if that model's queue is full (or its
 key has too many jobs active), write its record and put its message on its model's queue, all in
-one atomic Redis step (genq.store)."""
+one atomic Redis step (genq.store.jobs)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from api import metrics
 from api.deps import Services
 from api.errors import ApiError
 from api.routes.workers import warm_workers
-from genq import ssrf
-from genq.celery_config import task_message
-from genq.constants import idempotency_key, model_queue
-from genq.models import ModelError
-from genq.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus, WebhookSpec
-from genq.settings import ApiSettings
-from genq.store import JobStore, OwnerBusy, QueueFull
+from genq.contract import ssrf
+from genq.contract.constants import idempotency_key, model_queue
+from genq.contract.models import ModelError
+from genq.contract.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus, WebhookSpec
+from genq.contract.settings import ApiSettings
+from genq.store.jobs import JobStore, OwnerBusy, QueueFull
+from genq.store.queue import task_message
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 # Retry-After for a key at its active-jobs limit: one of its jobs must end first, and no rate is

@@ -1,5 +1,5 @@
 """Accepting a batch: every item checked first (limits, webhooks), then the batch, all its jobs
-and all their queue messages written in one atomic Redis step (genq.batch_store): the batch is
+and all their queue messages written in one atomic Redis step (genq.store.batches): the batch is
 accepted whole, or refused whole with nothing enqueued."""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from api import metrics
 from api.deps import Services
 from api.errors import ApiError
 from api.submit import new_job_id, overloaded, owner_busy
-from genq import ssrf
-from genq.batches import BatchCreate, BatchRecord
-from genq.celery_config import task_message
-from genq.constants import model_queue
-from genq.models import ModelError
-from genq.schemas import JobPayload, JobRecord, JobStatus
-from genq.store import OwnerBusy, QueueFull
+from genq.contract import ssrf
+from genq.contract.batches import BatchCreate, BatchRecord
+from genq.contract.constants import model_queue
+from genq.contract.models import ModelError
+from genq.contract.schemas import JobPayload, JobRecord, JobStatus
+from genq.store.jobs import OwnerBusy, QueueFull
+from genq.store.queue import task_message
 
 
 def _check_size(svc: Services, n: int) -> None:

@@ -1,7 +1,7 @@
 """Wait for jobs to finish without polling: one Redis pub/sub subscription per API process.
 
 Workers publish a job's id and record on ``genq:jobs:done`` in the same atomic step that makes it
-terminal (genq.store). Waiters register a future per job id; the listener resolves them with the
+terminal (genq.store.jobs). Waiters register a future per job id; the listener resolves them with the
 record from the message, so a waiter answers without reading it back (one Redis round trip less
 per synchronous request). If the subscription drops, every waiter is woken to re-read its record,
 so none waits on a lost message.
@@ -17,10 +17,10 @@ from collections.abc import Iterator
 
 from redis.asyncio import Redis
 
-from genq.constants import JOB_DONE_CHANNEL
-from genq.pubsub import listen_forever
-from genq.schemas import JobRecord
-from genq.store import JobStore, decode_done_message, decode_record
+from genq.contract.constants import JOB_DONE_CHANNEL
+from genq.contract.schemas import JobRecord
+from genq.store.jobs import JobStore, decode_done_message, decode_record
+from genq.store.pubsub import listen_forever
 
 
 class JobWaiter:

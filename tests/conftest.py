@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from genq.constants import DEFAULT_QUEUE, model_queue
-from genq.model import DEFAULT_MODEL_NAME
-from genq.redis_server import EmbeddedRedis
+from genq.contract.constants import DEFAULT_QUEUE, model_queue
+from genq.store.embedded import EmbeddedRedis
+from worker.model_files import DEFAULT_MODEL_NAME
 
 # The default model's queue: where the tests' jobs go.
 MODEL_QUEUE = model_queue(DEFAULT_QUEUE, DEFAULT_MODEL_NAME)
@@ -26,7 +26,7 @@ def _dev_mode_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         mp.setenv("GENQ_API_KEYS_FILE", str(tmp_path_factory.mktemp("keys") / "none.json"))
         mp.delenv("GENQ_API_KEYS", raising=False)
         # The API is configured for the default model, as `genq up` and the manifests configure
-        # it (genq.models): its jobs are taken before any worker has registered it.
+        # it (genq.contract.models): its jobs are taken before any worker has registered it.
         mp.setenv("GENQ_MODELS", DEFAULT_MODEL_NAME)
         yield
 

@@ -1,7 +1,7 @@
 """The worker's Celery app: shared config, the warm threads pool, the task, the lifecycle signals.
 
 Start it with ``genq worker`` (which calls :func:`main`). This process consumes the queue and
-forwards each job to the engine host, the process it starts to run them (worker.engine_host).
+forwards each job to the engine host, the process it starts to run them (worker.host.process).
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from typing import Any
 from celery import Celery, Task, signals
 from celery.worker.request import Request
 
-from genq.celery_config import RETRY_ON_REDIS_ERRORS, make_celery, run_worker, send_job
-from genq.constants import TASK_GENERATE, model_queue
-from genq.models import register
-from genq.redis_client import sync_redis
-from genq.schemas import JobPayload
-from genq.settings import WorkerSettings, worker_settings
-from worker import engine_host
+from genq.contract.constants import TASK_GENERATE, model_queue
+from genq.contract.schemas import JobPayload
+from genq.contract.settings import WorkerSettings, worker_settings
+from genq.store.models import register
+from genq.store.queue import RETRY_ON_REDIS_ERRORS, make_celery, run_worker, send_job
+from genq.store.redis_client import sync_redis
 from worker.health import WorkerHealth
+from worker.host import process as engine_host
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ health = WorkerHealth()
 
 
 # A job sent back to the queue on a Redis outage is safe to run again: it runs only from
-# "queued" (genq.store), so a copy is skipped.
+# "queued" (genq.store.jobs), so a copy is skipped.
 @app.task(name=TASK_GENERATE, bind=True, **RETRY_ON_REDIS_ERRORS)
 def generate(self: Task, payload: dict[str, Any]) -> dict[str, str]:
     """validate -> run on the shared engine -> persist (all in the engine host, which has the
@@ -109,7 +109,7 @@ def main() -> int:
     """Run the worker; returns its exit code (an engine that cannot load ends it non-zero)."""
     if settings.worker_http_port is not None:
         health.serve(settings.worker_http_host, settings.worker_http_port)
-    # The API takes jobs for this model from now on (genq.models): they wait while the engine
+    # The API takes jobs for this model from now on (genq.contract.models): they wait while the engine
     # loads, rather than being refused.
     with sync_redis(settings.broker_url()) as client:
         register(client, settings.served_model())

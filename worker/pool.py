@@ -16,7 +16,7 @@ from typing import Any
 from celery import signals
 from celery.concurrency import thread
 
-from worker import engine_host
+from worker.host import process as engine_host
 
 
 class WarmThreadPool(thread.TaskPool):

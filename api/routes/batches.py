@@ -13,9 +13,9 @@ from api.deps import ServicesDep
 from api.errors import ApiError
 from api.routes.jobs import job_url
 from api.submit_batch import submit_batch
-from genq.batch_store import BatchStore
-from genq.batches import BatchCreate, BatchPublic, BatchRecord
-from genq.schemas import ErrorBody, JobStatus
+from genq.contract.batches import BatchCreate, BatchPublic, BatchRecord
+from genq.contract.schemas import ErrorBody, JobStatus
+from genq.store.batches import BatchStore
 
 PREFIX = "/v1/batches"
 router = APIRouter(prefix=PREFIX, tags=["batches"])

@@ -10,7 +10,7 @@ from api.auth import CallerDep
 from api.deps import ServicesDep
 from api.errors import ApiError
 from api.submit import new_job_id, submit_job
-from genq.schemas import ErrorBody, GenerateRequest, GenerateResponse, JobRecord, JobStatus
+from genq.contract.schemas import ErrorBody, GenerateRequest, GenerateResponse, JobRecord, JobStatus
 
 router = APIRouter(tags=["generate"])
 

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from api.deps import ServicesDep
 from api.errors import error_response
 from api.routes.workers import warm_workers
-from genq.schemas import ErrorBody
+from genq.contract.schemas import ErrorBody
 
 router = APIRouter(tags=["health"])
 

@@ -13,7 +13,7 @@ from api.cancel import ask_to_stop, canceled_before_run
 from api.deps import Services, ServicesDep
 from api.errors import ApiError
 from api.submit import request_hash, submit_job
-from genq.schemas import (
+from genq.contract.schemas import (
     MAX_DEADLINE_S,
     ErrorBody,
     JobCreate,
@@ -21,8 +21,8 @@ from genq.schemas import (
     JobRecord,
     JobStatus,
 )
-from genq.store import TransitionRefused
-from genq.webhooks import completed_delivery
+from genq.contract.webhooks import completed_delivery
+from genq.store.jobs import TransitionRefused
 
 PREFIX = "/v1/jobs"
 router = APIRouter(prefix=PREFIX, tags=["jobs"])

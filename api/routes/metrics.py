@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from api import metrics
 from api.deps import ServicesDep
-from genq.constants import WEBHOOK_QUEUE, model_queue
+from genq.contract.constants import WEBHOOK_QUEUE, model_queue
 
 router = APIRouter(tags=["metrics"])
 

@@ -1,4 +1,4 @@
-"""``GET /v1/models``: the models served here (genq.models), OpenAI's list shape, each with its
+"""``GET /v1/models``: the models served here (genq.contract.models), OpenAI's list shape, each with its
 warm workers and its jobs waiting; ``GET /v1/models/{model}``: one of them."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from api.deps import Services, ServicesDep
 from api.errors import ApiError
 from api.openai_models import Model, ModelList
 from api.routes.workers import warm_workers
-from genq.constants import model_queued_key
-from genq.schemas import ErrorBody
+from genq.contract.constants import model_queued_key
+from genq.contract.schemas import ErrorBody
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

@@ -36,9 +36,9 @@ from api.routes.generate import succeeded
 from api.routes.jobs import job_url
 from api.routes.stream import SSE_HEADERS
 from api.submit import new_job_id, submit_job
-from genq import streams
-from genq.models import ModelError, UnknownModel
-from genq.schemas import ErrorBody, JobInput, JobRecord, JobStatus
+from genq.contract.models import ModelError, UnknownModel
+from genq.contract.schemas import ErrorBody, JobInput, JobRecord, JobStatus
+from genq.store import streams
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 

@@ -7,8 +7,8 @@ from fastapi import APIRouter
 
 from api.deps import ServicesDep
 from api.routes.workers import warm_workers
-from genq.constants import QUEUED_COUNT, model_queued_key
-from genq.schemas import QueueRate, QueueStatus, WorkerInfo
+from genq.contract.constants import QUEUED_COUNT, model_queued_key
+from genq.contract.schemas import QueueRate, QueueStatus, WorkerInfo
 
 router = APIRouter(prefix="/v1/queue", tags=["queue"])
 

@@ -22,8 +22,8 @@ from api.auth import AUTH_ERRORS, CallerDep, owned_job
 from api.deps import Services, ServicesDep
 from api.job_stream import JobGone
 from api.routes.jobs import PREFIX, public
-from genq import streams
-from genq.schemas import ErrorBody, ErrorDetail
+from genq.contract.schemas import ErrorBody, ErrorDetail
+from genq.store import streams
 
 router = APIRouter(prefix=PREFIX, tags=["jobs"])
 

@@ -7,8 +7,8 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from api.deps import ServicesDep
-from genq.constants import WORKERS_SET, worker_key
-from genq.schemas import WorkerInfo
+from genq.contract.constants import WORKERS_SET, worker_key
+from genq.contract.schemas import WorkerInfo
 
 router = APIRouter(prefix="/v1/workers", tags=["workers"])
 

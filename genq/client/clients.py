@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from genq.client.errors import error_from_response
 from genq.client.events import STREAM_IDLE_S, CompletedEvent, Deltas, JobEvent, Resume
-from genq.schemas import ChatMessage, JobPublic
+from genq.contract.schemas import ChatMessage, JobPublic
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT_S = 30.0
@@ -31,7 +31,7 @@ def job_body(
     deadline_s: float | None,
     sampling: dict[str, Any],
 ) -> dict[str, Any]:
-    """The JSON body of ``POST /v1/jobs`` (genq.schemas.JobCreate), without unset fields. The
+    """The JSON body of ``POST /v1/jobs`` (genq.contract.schemas.JobCreate), without unset fields. The
     API validates it (InvalidRequest): the client does not second-guess the server's rules."""
     body: dict[str, Any] = {
         "prompt": prompt,

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from genq.schemas import ErrorBody
-from genq.webhooks import parse_retry_after
+from genq.contract.schemas import ErrorBody
+from genq.contract.webhooks import parse_retry_after
 
 
 class GenqError(Exception):

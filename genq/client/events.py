@@ -10,8 +10,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from genq.client.errors import GenqError, StreamRestarted
-from genq.schemas import ErrorBody, JobPublic
-from genq.sse import SseEvent, SseParser
+from genq.client.sse import SseEvent, SseParser
+from genq.contract.schemas import ErrorBody, JobPublic
 
 # A stream silent this long (keep-alive comments included) is taken for dropped and resumed.
 STREAM_IDLE_S = 60.0

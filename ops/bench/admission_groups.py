@@ -1,5 +1,5 @@
 """How many groups a staggered burst enters the engine's batch in, with admission in waves and
-without (worker/engine_scheduler.py; docs/benchmarks.md, "Admission in waves"). One engine, here:
+without (worker/host/scheduler.py; docs/benchmarks.md, "Admission in waves"). One engine, here:
 
     .venv/bin/python ops/bench/admission_groups.py --wave 4   # then --wave 0: vLLM's scheduler
 
@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from genq.model import prepare_default_model  # noqa: E402
-from genq.schemas import JobInput, SamplingOptions  # noqa: E402
-from genq.settings import WorkerSettings  # noqa: E402
+from genq.contract.schemas import JobInput, SamplingOptions  # noqa: E402
+from genq.contract.settings import WorkerSettings  # noqa: E402
 from ops.bench.report import admission_sizes  # noqa: E402
-from worker.engine import Engine, Progress  # noqa: E402
+from worker.host.engine import Engine, Progress  # noqa: E402
+from worker.model_files import prepare_default_model  # noqa: E402
 
 GAP_S = 0.020  # first tokens closer than this: one admission (CPU steps take 30-100 ms)
 

@@ -28,8 +28,8 @@ import redis
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from genq.constants import job_key  # noqa: E402
-from genq.redis_server import EmbeddedRedis, free_port  # noqa: E402
+from genq.contract.constants import job_key  # noqa: E402
+from genq.store.embedded import EmbeddedRedis, free_port  # noqa: E402
 from ops.bench.api_ceiling import BODY, QUEUE, serve  # noqa: E402
 from ops.bench.report import pct  # noqa: E402
 

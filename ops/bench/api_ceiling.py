@@ -33,9 +33,9 @@ import redis
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from genq.constants import DEFAULT_QUEUE, QUEUED_COUNT, model_queue  # noqa: E402
-from genq.keys import create_key  # noqa: E402
-from genq.redis_server import EmbeddedRedis, free_port  # noqa: E402
+from genq.contract.constants import DEFAULT_QUEUE, QUEUED_COUNT, model_queue  # noqa: E402
+from genq.contract.keys import create_key  # noqa: E402
+from genq.store.embedded import EmbeddedRedis, free_port  # noqa: E402
 
 BODY = {"prompt": "Write a story about a lighthouse.", "max_tokens": 64}
 MODEL = "bench"  # the one model the API serves here (no worker: it is only a queue's name)
@@ -129,7 +129,7 @@ def serve(
         **extra_env,
     }
     if kind.startswith("genq"):
-        cmd = [sys.executable, "-m", "genq.cli", "api"]
+        cmd = [sys.executable, "-m", "genq.cli.main", "api"]
     else:
         cmd = [
             sys.executable,

@@ -4,7 +4,7 @@
 
 It steps a batch of ``--batch`` slots through a closed-loop run (``--jobs`` jobs of ``--tokens``
 forced tokens, ``--in-flight`` at a time) under genq's real admission rules
-(worker.engine_scheduler, over a stand-in for vLLM's scheduler, on the model's clock) and under
+(worker.host.scheduler, over a stand-in for vLLM's scheduler, on the model's clock) and under
 vLLM's, with three ways in:
 
 - **offline limit**: every job waits in the engine at the start;
@@ -34,8 +34,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from worker import engine_scheduler  # noqa: E402 - imports vLLM's scheduler classes (CPU build)
-from worker.engine_scheduler import CONFIG_KEY, GATHER_KEY, HOLD_KEY, _AdmissionWaves  # noqa: E402
+from worker.host import scheduler as engine_scheduler  # noqa: E402 - imports vLLM's scheduler classes (CPU build)
+from worker.host.scheduler import CONFIG_KEY, GATHER_KEY, HOLD_KEY, _AdmissionWaves  # noqa: E402
 
 
 class VllmAdmission:

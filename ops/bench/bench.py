@@ -37,12 +37,12 @@ import redis
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from genq.constants import WORKERS_SET, worker_key  # noqa: E402
-from genq.model import prepare_default_model  # noqa: E402
-from genq.redis_server import EmbeddedRedis, free_port  # noqa: E402
-from genq.settings import WorkerSettings  # noqa: E402
+from genq.contract.constants import WORKERS_SET, worker_key  # noqa: E402
+from genq.contract.settings import WorkerSettings  # noqa: E402
+from genq.store.embedded import EmbeddedRedis, free_port  # noqa: E402
 from ops.bench import loadgen, report, workloads  # noqa: E402
 from ops.bench.hostwatch import HostWatch  # noqa: E402
+from worker.model_files import prepare_default_model  # noqa: E402
 
 SEED_BODY = {"prompt": "What is the capital of France?"}
 MARKER = "GENQ-BENCH-RESULT "
@@ -125,7 +125,7 @@ class Stack:
     def _start(self, role: str) -> subprocess.Popen:
         with (self.logs / f"{role}.log").open("wb") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "genq.cli", role],
+                [sys.executable, "-m", "genq.cli.main", role],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -159,7 +159,7 @@ class VllmServe:
     """vLLM's own OpenAI-compatible server, same model and engine options as the worker."""
 
     def __init__(self, workdir: Path, model: str, max_num_seqs: int, engine_args: str):
-        from worker.engine import resolve_engine_args  # noqa: PLC0415 - imports vLLM
+        from worker.host.engine import resolve_engine_args  # noqa: PLC0415 - imports vLLM
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -15,7 +15,7 @@ so runs made in several calls add up):
   genq_no_warmup  caches kept, ``GENQ_WARMUP__ENABLED=false``: what warm-up buys
   bare_cached     the bare ``LLM(...)`` again, its caches kept
 
-Caches: each run points the compile caches (worker.engine.cache_env: vLLM's torch.compile cache,
+Caches: each run points the compile caches (worker.host.engine.cache_env: vLLM's torch.compile cache,
 Triton's, CUDA's, FlashInfer's) at a folder under ``--cache-root``, one for the bare runs and one
 for genq's; a ``*_cold`` run empties its folder first.
 
@@ -92,8 +92,8 @@ def body_for(template: dict, i: int, args: argparse.Namespace) -> dict:
 
 def bare_child(args: argparse.Namespace) -> None:
     """Runs in a new process: import vLLM, build LLM(...), then the short probe."""
-    from worker import vllm_log  # noqa: PLC0415 - standard library only
     from worker.clock import process_age_s  # noqa: PLC0415
+    from worker.host import vllm_log  # noqa: PLC0415 - standard library only
 
     lines = vllm_log.capture()
     age_at_main = process_age_s()
@@ -274,7 +274,7 @@ def parts(latency_ms: float, job: dict) -> dict[str, float]:
 
 
 def caches(folder: Path, empty: bool) -> dict[str, str]:
-    from worker.engine import cache_env  # noqa: PLC0415
+    from worker.host.engine import cache_env  # noqa: PLC0415
 
     if empty and folder.exists():
         shutil.rmtree(folder)
@@ -304,10 +304,10 @@ def main() -> None:
         bare_child(args)
         return
 
-    from genq.model import prepare_default_model  # noqa: PLC0415
-    from genq.settings import WorkerSettings  # noqa: PLC0415
+    from genq.contract.settings import WorkerSettings  # noqa: PLC0415
     from ops.bench import report_cold_start  # noqa: PLC0415
-    from worker.engine import resolve_engine_args  # noqa: PLC0415 - imports vLLM's platform
+    from worker.host.engine import resolve_engine_args  # noqa: PLC0415 - imports vLLM's platform
+    from worker.model_files import prepare_default_model  # noqa: PLC0415
 
     settings = WorkerSettings()
     model = settings.model or str(prepare_default_model(settings.cache_dir))

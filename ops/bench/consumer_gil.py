@@ -33,8 +33,8 @@ MARKER = "CONSUMER-RATE "
 def child(url: str, busy: float, n: int, concurrency: int, consumer: str) -> None:
     from celery import Celery  # noqa: PLC0415
 
-    from genq.celery_config import celery_config  # noqa: PLC0415
-    from genq.settings import CommonSettings  # noqa: PLC0415
+    from genq.contract.settings import CommonSettings  # noqa: PLC0415
+    from genq.store.queue import celery_config  # noqa: PLC0415
 
     app = Celery("consumer-gil")
     # genq's own Celery settings (late acks, prefetch 1, task events, JSON), on a queue of its own.
@@ -86,7 +86,7 @@ def main() -> None:
         child(args.url, args.child, args.messages, args.concurrency, args.consumer)
         return
 
-    from genq.redis_server import EmbeddedRedis  # noqa: PLC0415
+    from genq.store.embedded import EmbeddedRedis  # noqa: PLC0415
 
     server = None
     url = os.environ.get("REDIS_URL")

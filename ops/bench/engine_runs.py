@@ -9,7 +9,7 @@
                      that concurrency, so the table can tell genq's cost from the engine's
                      batch-size curve.
 
-Same engine options as a genq worker (``worker.engine.resolve_engine_args``); every prompt is
+Same engine options as a genq worker (``worker.host.engine.resolve_engine_args``); every prompt is
 rendered with the chat template, as genq and ``vllm serve`` do. Prints one JSON line. Run by
 ops/bench/bench.py.
 """
@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from worker.engine import resolve_engine_args  # noqa: E402
+from worker.host.engine import resolve_engine_args  # noqa: E402
 
 MARKER = "GENQ-BENCH-RESULT "
 
 
 def chat_ids(tokenizer: Any, job: dict) -> dict:
-    # The same rendering as worker.engine: chat template as text, no extra special tokens.
+    # The same rendering as worker.host.engine: chat template as text, no extra special tokens.
     text = tokenizer.apply_chat_template(
         [{"role": "user", "content": job["prompt"]}], tokenize=False, add_generation_prompt=True
     )

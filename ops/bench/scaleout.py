@@ -33,7 +33,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from genq.redis_server import EmbeddedRedis, free_port  # noqa: E402
+from genq.store.embedded import EmbeddedRedis, free_port  # noqa: E402
 from ops.bench import loadgen, workloads  # noqa: E402
 from ops.bench.bench import meta, wait_ok  # noqa: E402
 from ops.bench.report import pct  # noqa: E402
@@ -81,7 +81,7 @@ class Stack:
     def _start(log: Path, role: list[str], env: dict[str, str]) -> subprocess.Popen:
         with log.open("wb") as out:
             return subprocess.Popen(
-                [sys.executable, "-m", "genq.cli", *role],
+                [sys.executable, "-m", "genq.cli.main", *role],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

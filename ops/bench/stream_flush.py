@@ -1,4 +1,4 @@
-"""What one flush of running jobs' output costs the worker's event loop (worker.streams): one
+"""What one flush of running jobs' output costs the worker's event loop (worker.host.streams): one
 Lua script call with every job's delta (what genq does) beside a pipeline of one ``XADD`` per
 job (what it did first), same Redis, same jobs, side by side.
 
@@ -23,9 +23,9 @@ from redis.asyncio import Redis
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from genq.constants import stream_key  # noqa: E402
-from genq.redis_server import EmbeddedRedis  # noqa: E402
-from genq.streams import APPEND_OUTPUTS, output_fields  # noqa: E402
+from genq.contract.constants import stream_key  # noqa: E402
+from genq.store.embedded import EmbeddedRedis  # noqa: E402
+from genq.store.streams import APPEND_OUTPUTS, output_fields  # noqa: E402
 
 
 async def measure(url: str, jobs: int, flushes: int) -> dict[str, tuple[float, float]]:

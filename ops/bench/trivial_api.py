@@ -14,7 +14,7 @@ import uuid
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from genq.schemas import JobCreate
+from genq.contract.schemas import JobCreate
 
 
 def create_app() -> FastAPI:

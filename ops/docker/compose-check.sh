@@ -70,7 +70,7 @@ timed "build genq-worker-cpu" "${COMPOSE[@]}" build worker-cpu
 # What the operator sets in the environment (README): Flower's login, the webhook signing key,
 # and the receiver container that the webhook checks use, on the stack's private network.
 GENQ_FLOWER_BASIC_AUTH="genq:$(head -c 12 /dev/urandom | base64 | tr -d '/+=')"
-GENQ_WEBHOOK_SECRET=$("$PYTHON" -c 'from genq.webhooks import new_secret; print(new_secret())')
+GENQ_WEBHOOK_SECRET=$("$PYTHON" -c 'from genq.contract.webhooks import new_secret; print(new_secret())')
 export GENQ_FLOWER_BASIC_AUTH GENQ_WEBHOOK_SECRET GENQ_WEBHOOK_ALLOW_HOSTS=genq-hook-receiver
 
 timed "up --wait (to healthy)" "${COMPOSE[@]}" up -d --wait --wait-timeout 900

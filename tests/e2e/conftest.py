@@ -23,11 +23,11 @@ import httpx
 import pytest
 import redis
 
-from genq.constants import model_queue
-from genq.model import DEFAULT_MODEL_NAME
-from genq.redis_server import EmbeddedRedis, free_port
-from genq.webhooks import new_secret
+from genq.contract.constants import model_queue
+from genq.contract.webhooks import new_secret
+from genq.store.embedded import EmbeddedRedis, free_port
 from tests.conftest import MODEL_QUEUE
+from worker.model_files import DEFAULT_MODEL_NAME
 
 WORKER_READY_TIMEOUT_S = 300
 
@@ -80,7 +80,7 @@ class Stack:
 def start_role(role: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:  # the child keeps its own descriptor
         return subprocess.Popen(
-            [sys.executable, "-m", "genq.cli", role],
+            [sys.executable, "-m", "genq.cli.main", role],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,

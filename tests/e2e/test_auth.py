@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from genq.keys import create_key
-from genq.redis_server import free_port
+from genq.contract.keys import create_key
+from genq.store.embedded import free_port
 from tests.e2e.conftest import Stack, start_role, stop_role, wait_until
 
 pytestmark = pytest.mark.engine
@@ -180,7 +180,7 @@ def test_genq_keys_create_prints_a_key_that_works_and_only_its_hash_is_kept(
 ) -> None:
     env = {**os.environ, "GENQ_API_KEYS_FILE": str(keyed.keys_file)}
     made = subprocess.run(
-        [sys.executable, "-m", "genq.cli", "keys", "create", "carol"],
+        [sys.executable, "-m", "genq.cli.main", "keys", "create", "carol"],
         env=env,
         capture_output=True,
         text=True,
@@ -211,7 +211,7 @@ def test_genq_keys_create_prints_a_key_that_works_and_only_its_hash_is_kept(
         == 404
     )
     listed = subprocess.run(
-        [sys.executable, "-m", "genq.cli", "keys", "list"],
+        [sys.executable, "-m", "genq.cli.main", "keys", "list"],
         env=env,
         capture_output=True,
         text=True,

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from genq.constants import QUEUED_COUNT
+from genq.contract.constants import QUEUED_COUNT
 from tests.e2e.conftest import ParkedApi, Stack, wait_for_job, wait_until
 from tests.receivers import receiver
 

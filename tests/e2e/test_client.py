@@ -25,9 +25,9 @@ from genq.client import (
     OutputEvent,
     StartEvent,
 )
-from genq.model import DEFAULT_MODEL_NAME
-from genq.schemas import JobPublic, JobStatus
+from genq.contract.schemas import JobPublic, JobStatus
 from tests.e2e.conftest import Stack
+from worker.model_files import DEFAULT_MODEL_NAME
 
 pytestmark = pytest.mark.engine
 
@@ -178,7 +178,7 @@ def genq(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     """Run the CLI. One that hangs (in one CI run, ``cancel`` never answered in 120 s, though its
     every request has a 30 s timeout) is made to print where: faulthandler dumps its threads'
     stacks on SIGABRT, and the failure shows them beside the API's last log lines."""
-    command = [sys.executable, "-m", "genq.cli", *args, "--url", stack.api]
+    command = [sys.executable, "-m", "genq.cli.main", *args, "--url", stack.api]
     env = os.environ | {"PYTHONFAULTHANDLER": "1"}
     with subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

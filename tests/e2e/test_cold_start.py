@@ -14,9 +14,9 @@ import httpx
 import pytest
 from celery import Celery
 
-from genq.settings import WarmupPolicy
+from genq.contract.settings import WarmupPolicy
 from tests.e2e.conftest import Stack, start_role, stop_role, wait_for_job, wait_until
-from worker import warmup
+from worker.host import warmup
 
 pytestmark = pytest.mark.engine
 

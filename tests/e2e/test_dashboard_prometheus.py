@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from genq.redis_server import free_port
+from genq.store.embedded import free_port
 from tests.e2e.conftest import Stack, wait_for_job, wait_until
 
 PROMETHEUS = Path("/usr/bin/prometheus")

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from genq.redis_server import free_port
+from genq.store.embedded import free_port
 from tests.e2e.conftest import Stack, start_role, stop_role, wait_for_job, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")

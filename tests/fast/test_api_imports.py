@@ -11,9 +11,9 @@ def test_importing_and_building_the_api_loads_no_heavy_module() -> None:
     code = (
         "import sys\n"
         "from api.app import create_app\n"
-        "from genq.settings import ApiSettings\n"
+        "from genq.contract.settings import ApiSettings\n"
         "create_app(ApiSettings(redis_url='redis://127.0.0.1:1/0'))\n"
-        "import genq.cli, genq.model, genq.up\n"
+        "import genq.cli.main, worker.model_files, genq.cli.up\n"
         "heavy = sorted(m for m in ('torch', 'vllm', 'transformers', 'worker') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )
@@ -27,8 +27,8 @@ def test_the_webhooks_process_loads_no_engine() -> None:
     """It runs beside the API on small machines: no torch, no vLLM, none of the engine's code."""
     code = (
         "import sys\n"
-        "import worker.webhook_app\n"
-        "heavy = ('torch', 'vllm', 'transformers', 'worker.engine', 'worker.runtime')\n"
+        "import genq.webhooks.app\n"
+        "heavy = ('torch', 'vllm', 'transformers', 'worker.host.engine', 'worker.host.runtime')\n"
         "print(','.join(sorted(m for m in heavy if m in sys.modules)))\n"
     )
     env = {**os.environ, "REDIS_URL": "redis://127.0.0.1:1/0"}

@@ -18,9 +18,9 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from genq.constants import QUEUED_COUNT, WEBHOOK_QUEUE, model_queued_key
-from genq.redis_server import EmbeddedRedis, free_port
-from genq.settings import ApiSettings
+from genq.contract.constants import QUEUED_COUNT, WEBHOOK_QUEUE, model_queued_key
+from genq.contract.settings import ApiSettings
+from genq.store.embedded import EmbeddedRedis, free_port
 from tests.conftest import MODEL_QUEUE
 
 
@@ -111,7 +111,7 @@ def test_two_api_processes_report_the_sum_of_their_counters(flushed: str, tmp_pa
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),  # set here to see whose files are there
     }
     api = subprocess.Popen(
-        [sys.executable, "-m", "genq.cli", "api"],
+        [sys.executable, "-m", "genq.cli.main", "api"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -12,8 +12,8 @@ from redis.asyncio import Redis
 
 from api.shutdown import answer_before, on_exit_signal
 from api.waiter import JobWaiter
-from genq.schemas import JobStatus
-from genq.store import JobStore
+from genq.contract.schemas import JobStatus
+from genq.store.jobs import JobStore
 from tests.fast.test_runner_fake_engine import queued
 
 

@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 
 from api import auth
 from api.app import create_app
-from genq.keys import create_key, revoke_key
-from genq.redis_server import EmbeddedRedis
-from genq.settings import ApiSettings
+from genq.contract.keys import create_key, revoke_key
+from genq.contract.settings import ApiSettings
+from genq.store.embedded import EmbeddedRedis
 
 JOB = {"prompt": "hi", "max_tokens": 4}
 

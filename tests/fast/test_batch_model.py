@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 from ops.bench import batch_model
-from worker import engine_scheduler
-from worker.engine_scheduler import CONFIG_KEY, GATHER_KEY, HOLD_KEY
+from worker.host import scheduler as engine_scheduler
+from worker.host.scheduler import CONFIG_KEY, GATHER_KEY, HOLD_KEY
 
 SMALL = ["--batch", "32", "--jobs", "512", "--tokens", "32", "--in-flight", "128",
          "--intake", "160", "--accepted-s", "0.1", "0.3", "--serve-first-s", "0.3"]  # fmt: skip

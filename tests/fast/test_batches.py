@@ -15,21 +15,21 @@ from pydantic import ValidationError
 from redis.asyncio import Redis as AsyncRedis
 
 from api.app import create_app
-from genq.batches import BatchCreate
-from genq.constants import (
+from genq.contract.batches import BatchCreate
+from genq.contract.constants import (
     QUEUED_COUNT,
     WEBHOOK_SCHEDULE,
     batch_key,
     job_key,
 )
-from genq.redis_server import EmbeddedRedis
-from genq.schemas import JobOutput, JobStatus
-from genq.settings import ApiSettings, WebhookSettings
-from genq.store import JobStore
-from genq.webhooks import Delivery, batch_completed_delivery, new_secret
+from genq.contract.schemas import JobOutput, JobStatus
+from genq.contract.settings import ApiSettings, WebhookSettings
+from genq.contract.webhooks import Delivery, batch_completed_delivery, new_secret
+from genq.store.embedded import EmbeddedRedis
+from genq.store.jobs import JobStore
+from genq.webhooks.sender import Deliverer
 from tests.conftest import MODEL_QUEUE
 from tests.receivers import receiver
-from worker.webhooks import Deliverer
 
 SECRET = new_secret()
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 import redis
 
-from genq.constants import QUEUED_COUNT, job_key
-from genq.redis_server import EmbeddedRedis, free_port
+from genq.contract.constants import QUEUED_COUNT, job_key
+from genq.store.embedded import EmbeddedRedis, free_port
 from ops.bench.api_burst import QueueReader, burst
 from ops.bench.api_ceiling import BODY, QUEUE, keys_env, serve
 

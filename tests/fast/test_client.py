@@ -30,7 +30,14 @@ from genq.client import (
     Unauthorized,
 )
 from genq.client import events as client_events
-from genq.schemas import JobInput, JobOutput, JobPublic, JobRecord, JobStatus, SamplingOptions
+from genq.contract.schemas import (
+    JobInput,
+    JobOutput,
+    JobPublic,
+    JobRecord,
+    JobStatus,
+    SamplingOptions,
+)
 
 JOB_ID = "0123456789abcdef0123456789abcdef"
 
@@ -453,7 +460,7 @@ def test_the_async_stream_resumes_like_the_sync_one() -> None:
 def test_the_client_loads_no_server_side_module() -> None:
     code = (
         "import sys\n"
-        "import genq.client, genq.cli\n"
+        "import genq.client, genq.cli.main\n"
         "heavy = ('torch', 'vllm', 'fastapi', 'celery', 'api', 'worker', 'redis')\n"
         "print(','.join(sorted(m for m in heavy if m in sys.modules)))\n"
     )

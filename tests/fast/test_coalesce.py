@@ -1,4 +1,4 @@
-"""genq.coalesce: a burst of one script's calls goes to a real Redis in a few pipelines, in the
+"""genq.store.coalesce: a burst of one script's calls goes to a real Redis in a few pipelines, in the
 order the calls came, each call with its own result or error."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from genq.coalesce import CoalescedScript
-from genq.redis_server import EmbeddedRedis
-from genq.schemas import JobCreate, JobRecord, JobStatus
-from genq.store import JobStore, QueueFull
+from genq.contract.schemas import JobCreate, JobRecord, JobStatus
+from genq.store.coalesce import CoalescedScript
+from genq.store.embedded import EmbeddedRedis
+from genq.store.jobs import JobStore, QueueFull
 
 # Appends its argument to a list and answers with it; refuses "bad".
 APPEND = """
@@ -121,7 +121,7 @@ def test_a_redis_that_is_gone_fails_every_call_of_the_batch(tmp_path) -> None:
 def test_the_store_creates_a_burst_with_each_job_checked_on_its_own(
     redis_server: EmbeddedRedis,
 ) -> None:
-    """genq.store's create goes through the coalesced script: a burst past the queue's limit
+    """genq.store.jobs's create goes through the coalesced script: a burst past the queue's limit
     accepts exactly the limit, in order, and refuses the rest with QueueFull."""
 
     async def scenario(redis: Redis) -> tuple[list, list]:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from pydantic_settings import BaseSettings
 
-from genq.settings import ApiSettings, WorkerSettings
+from genq.contract.settings import ApiSettings, WorkerSettings
 
 if sys.version_info >= (3, 11):
     import tomllib

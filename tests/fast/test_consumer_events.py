@@ -21,8 +21,8 @@ CHILD = f"""
 import sys, threading, time, os
 sys.path.insert(0, {str(ROOT)!r})
 from celery import Celery
-from genq.celery_config import celery_config
-from genq.settings import CommonSettings
+from genq.store.queue import celery_config
+from genq.contract.settings import CommonSettings
 
 app = Celery("consumer-events")
 app.conf.update(celery_config(CommonSettings(redis_url=sys.argv[1], queue="consumer-events")))

@@ -1,4 +1,4 @@
-"""A job's exception crosses from the engine host to its Celery task (worker.engine_host) with
+"""A job's exception crosses from the engine host to its Celery task (worker.host.process) with
 the type the task's autoretry acts on: a Redis outage still sends the job back to the queue."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from genq.celery_config import RETRY_ON_REDIS_ERRORS
-from worker.engine_host import HostFailed, _error, _error_body
+from genq.store.queue import RETRY_ON_REDIS_ERRORS
+from worker.host.process import HostFailed, _error, _error_body
 
 
 @pytest.mark.parametrize(

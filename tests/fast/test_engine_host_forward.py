@@ -1,4 +1,4 @@
-"""Jobs reach the engine host as their message arrives (worker.engine_host.EngineHost.forward),
+"""Jobs reach the engine host as their message arrives (worker.host.process.EngineHost.forward),
 and each Celery task takes its own job's reply; a job nobody forwarded is sent by its task.
 The host here is a stand-in at the other end of a socket pair that echoes what it was sent."""
 
@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from celery import signals
 
-from genq.constants import TASK_GENERATE
-from genq.redis_server import EmbeddedRedis
-from genq.settings import worker_settings
-from worker import engine_host
-from worker.engine_host import EngineHost
+from genq.contract.constants import TASK_GENERATE
+from genq.contract.settings import worker_settings
+from genq.store.embedded import EmbeddedRedis
+from worker.host import process as engine_host
+from worker.host.process import EngineHost
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_a_job_not_forwarded_is_sent_by_its_task(host: Any) -> None:
 
 def test_two_deliveries_of_one_job_each_get_a_reply(host: Any) -> None:
     """A job's message delivered twice (a janitor's resend beside kombu's restore): two runs
-    reach the host, which lets one of them claim the job (genq.store), and each task returns."""
+    reach the host, which lets one of them claim the job (genq.store.jobs), and each task returns."""
     handle, received = host
     handle.forward({"id": "c"})
     handle.forward({"id": "c"})

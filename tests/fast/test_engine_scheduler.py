@@ -1,4 +1,4 @@
-"""Admission in waves (worker/engine_scheduler.py), on a fake scheduler base: when a backlog is held
+"""Admission in waves (worker/host/scheduler.py), on a fake scheduler base: when a backlog is held
 back and when it is let in. The real vLLM scheduler runs it in every e2e test's worker; its effect
 on throughput is measured on a GPU (docs/benchmarks.md, "Admission in waves")."""
 
@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from worker import engine_scheduler
-from worker.engine import with_admission_waves
-from worker.engine_scheduler import CONFIG_KEY, GATHER_KEY, HOLD_KEY, _AdmissionWaves
+from worker.host import scheduler as engine_scheduler
+from worker.host.engine import with_admission_waves
+from worker.host.scheduler import CONFIG_KEY, GATHER_KEY, HOLD_KEY, _AdmissionWaves
 
 
 class FakeSchedulerBase:
@@ -170,7 +170,7 @@ def test_gathering_off(monkeypatch, extra: dict[str, int]):
 
 def test_the_worker_asks_vllm_for_it_with_a_quarter_of_the_batch_by_default():
     args = with_admission_waves({"max_num_seqs": 256, "additional_config": {"x": 1}}, None)
-    assert args["scheduler_cls"] == "worker.engine_scheduler.admission_waves"
+    assert args["scheduler_cls"] == "worker.host.scheduler.admission_waves"
     assert args["additional_config"] == {"x": 1, CONFIG_KEY: 64}
     held = with_admission_waves({"max_num_seqs": 256}, 32, 8, 250)["additional_config"]
     assert held == {CONFIG_KEY: 32, HOLD_KEY: 8, GATHER_KEY: 250}

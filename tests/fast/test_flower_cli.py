@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genq.cli import flower_args
-from genq.settings import FlowerSettings, UpSettings
+from genq.cli.main import flower_args
+from genq.contract.settings import FlowerSettings, UpSettings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,7 +63,7 @@ def test_the_refusal_is_one_clear_line_and_exit_code_2(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GENQ_", "FLOWER_", "REDIS_"))}
     env |= {"REDIS_URL": "redis://127.0.0.1:1/0", "GENQ_DATA_DIR": str(tmp_path)}
     done = subprocess.run(
-        [sys.executable, "-m", "genq.cli", "flower"],
+        [sys.executable, "-m", "genq.cli.main", "flower"],
         env=env,
         capture_output=True,
         text=True,

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from api import metrics as api_metrics
 from worker.health import WorkerHealth
-from worker.metrics import WorkerMetrics
+from worker.host.metrics import WorkerMetrics
 
 DASHBOARD = Path(__file__).parents[2] / "ops" / "grafana" / "genq-dashboard.json"
 
@@ -44,7 +44,7 @@ def exported() -> set[str]:
     """Every name the registries serve: families, their samples, counters with ``_total``."""
     api = CollectorRegistry()
     api.register(api_metrics.QueueDepths({"a-queue": 0}, 0))  # the gauges read at scrape time
-    engine_host = CollectorRegistry()  # the worker's engine host (worker.engine_host)
+    engine_host = CollectorRegistry()  # the worker's engine host (worker.host.process)
     WorkerMetrics(engine_host)
     names = set()
     for registry in (WorkerHealth().registry, engine_host, api_metrics.REGISTRY, api):

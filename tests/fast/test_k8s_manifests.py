@@ -16,10 +16,10 @@ import yaml
 from pydantic import AliasChoices, BaseModel
 from pydantic_settings import BaseSettings
 
-import genq.settings
-from genq.constants import DEFAULT_QUEUE, model_queue
-from genq.models import served_name
-from genq.settings import ApiSettings, WorkerSettings
+import genq.contract.settings
+from genq.contract.constants import DEFAULT_QUEUE, model_queue
+from genq.contract.models import served_name
+from genq.contract.settings import ApiSettings, WorkerSettings
 
 K8S = Path(__file__).resolve().parents[2] / "ops" / "k8s"
 REDIS_CONF = K8S.parent / "redis.conf"
@@ -242,7 +242,7 @@ def _settings_env_names() -> tuple[set[str], dict[str, set[str]]]:
     sub-fields (set as GENQ_<FIELD>__<SUB>)."""
     names: set[str] = set()
     nested: dict[str, set[str]] = {}
-    for cls in vars(genq.settings).values():
+    for cls in vars(genq.contract.settings).values():
         if not (isinstance(cls, type) and issubclass(cls, BaseSettings)):
             continue
         prefix = cls.model_config.get("env_prefix", "")

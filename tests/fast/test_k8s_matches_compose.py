@@ -21,8 +21,8 @@ import httpx
 import pytest
 from pydantic_settings import BaseSettings
 
-import genq.settings
-from genq.settings import ApiSettings, FlowerSettings
+import genq.contract.settings
+from genq.contract.settings import ApiSettings, FlowerSettings
 from tests.fast.test_compose import COMPOSE, SERVICES, _container_port, _dockerfile
 from tests.fast.test_k8s_manifests import (
     KUSTOMIZATION,
@@ -226,7 +226,7 @@ def test_settings_only_k8s_sets_are_compose_defaults_unless_tuned(
 ) -> None:
     """Compared as genq parses them ("{}" is the dict default), each by its settings class."""
     owner: dict[str, tuple[type[BaseSettings], str]] = {}
-    for cls in vars(genq.settings).values():
+    for cls in vars(genq.contract.settings).values():
         if isinstance(cls, type) and issubclass(cls, BaseSettings):
             owner.update({f"GENQ_{field.upper()}": (cls, field) for field in cls.model_fields})
 

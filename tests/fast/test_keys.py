@@ -1,4 +1,4 @@
-"""API keys at rest (genq.keys) and `genq keys`: only hashes are stored, in a 0600 file; names
+"""API keys at rest (genq.contract.keys) and `genq keys`: only hashes are stored, in a 0600 file; names
 are unique across the file and GENQ_API_KEYS; a key is found by its hash."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from genq import cli, keys
-from genq.keys import KeysError, KeysFile, create_key, key_ring, read_keys, revoke_key
+from genq.cli.main import main as cli
+from genq.contract import keys
+from genq.contract.keys import KeysError, KeysFile, create_key, key_ring, read_keys, revoke_key
 
 
 def test_a_key_is_256_random_bits_and_only_its_hash_is_stored(tmp_path: Path) -> None:
@@ -124,7 +125,7 @@ def test_the_k8s_secret_placeholder_is_refused_not_taken_for_a_key(
 ) -> None:
     import yaml  # noqa: PLC0415
 
-    from genq.settings import ApiSettings  # noqa: PLC0415
+    from genq.contract.settings import ApiSettings  # noqa: PLC0415
 
     secret = yaml.safe_load((Path(__file__).parents[2] / "ops/k8s/secret.example.yaml").read_text())
     monkeypatch.setenv("GENQ_API_KEYS", secret["stringData"]["GENQ_API_KEYS"])

@@ -1,4 +1,4 @@
-"""Several models behind one API (genq.models), against a real Redis and no worker: each job
+"""Several models behind one API (genq.contract.models), against a real Redis and no worker: each job
 goes to its model's queue and counts against its model's limit only; unknown models are refused
 with nothing written; GET /v1/models and GET /v1/queue show each model."""
 
@@ -13,17 +13,17 @@ from fastapi.testclient import TestClient
 from redis.asyncio import Redis
 
 from api.app import create_app
-from genq.constants import (
+from genq.contract.constants import (
     MODEL_QUEUED_PREFIX,
     QUEUED_COUNT,
     WORKERS_SET,
     model_queued_key,
     worker_key,
 )
-from genq.redis_server import EmbeddedRedis
-from genq.schemas import JobInput, JobRecord, JobStatus, SamplingOptions, WorkerInfo
-from genq.settings import ApiSettings
-from genq.store import JobStore
+from genq.contract.schemas import JobInput, JobRecord, JobStatus, SamplingOptions, WorkerInfo
+from genq.contract.settings import ApiSettings
+from genq.store.embedded import EmbeddedRedis
+from genq.store.jobs import JobStore
 
 QUEUE_A, QUEUE_B = "genq.generate.a", "genq.generate.b"
 
@@ -62,7 +62,7 @@ def warm_worker(
     client: redis.Redis, name: str, model: str, ready_at: float, jobs_per_s: float = 0.0
 ) -> None:
     """A stand-in for a worker's heartbeat: exactly what a warm worker of ``model`` writes
-    (worker.runtime), with no worker behind it."""
+    (worker.host.runtime), with no worker behind it."""
     info = WorkerInfo(
         name=name,
         model=model,

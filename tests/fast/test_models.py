@@ -1,4 +1,4 @@
-"""genq.models against a real Redis: the name a worker serves its model under, which names the
+"""genq.contract.models against a real Redis: the name a worker serves its model under, which names the
 API's catalog accepts (declared, registered lately, not forgotten), which model a job naming none
 goes to, and the settings that name models."""
 
@@ -12,18 +12,12 @@ import redis
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from genq.constants import MODELS_KEY
-from genq.models import (
-    ModelCatalog,
-    NoDefaultModel,
-    UnknownModel,
-    check_name,
-    register,
-    served_name,
-)
-from genq.redis_server import EmbeddedRedis
-from genq.settings import CommonSettings, WorkerSettings
-from genq.store import JobStore
+from genq.contract.constants import MODELS_KEY
+from genq.contract.models import NoDefaultModel, UnknownModel, check_name, served_name
+from genq.contract.settings import CommonSettings, WorkerSettings
+from genq.store.embedded import EmbeddedRedis
+from genq.store.jobs import JobStore
+from genq.store.models import ModelCatalog, register
 
 WEEK_S = 7 * 24 * 3600.0
 

@@ -1,4 +1,4 @@
-"""A job's output stream (genq.streams): written by the worker's runner and OutputStreams, read
+"""A job's output stream (genq.store.streams): written by the worker's runner and OutputStreams, read
 by the API's StreamReaders, against a real Redis, with a FAKE engine that streams words."""
 
 from __future__ import annotations
@@ -9,13 +9,12 @@ import time
 from redis.asyncio import Redis
 
 from api.job_stream import Event, StreamReaders
-from genq import streams
-from genq.constants import stream_key
-from genq.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus
-from genq.store import JobStore
-from worker.engine import GenerationResult, Progress
-from worker.runner import RunOptions, run_job
-from worker.streams import OutputStreams
+from genq.contract.constants import stream_key
+from genq.contract.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus
+from genq.store.jobs import JobStore, streams
+from worker.host.engine import GenerationResult, Progress
+from worker.host.runner import RunOptions, run_job
+from worker.host.streams import OutputStreams
 
 
 class FakeWordEngine:

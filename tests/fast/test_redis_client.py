@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from genq.redis_client import async_redis
-from genq.redis_server import EmbeddedRedis
+from genq.store.embedded import EmbeddedRedis
+from genq.store.redis_client import async_redis
 
 
 def test_a_busy_pool_waits_instead_of_failing(redis_server: EmbeddedRedis) -> None:

@@ -17,8 +17,8 @@ import httpx
 import pytest
 import redis
 
-from genq.redis_client import credentials_problem, redacted, sync_redis
-from genq.redis_server import EmbeddedRedis, free_port, load_or_create_password
+from genq.store.embedded import EmbeddedRedis, free_port, load_or_create_password
+from genq.store.redis_client import credentials_problem, redacted, sync_redis
 from tests.conftest import MODEL_QUEUE
 
 PASSWORD = 'pa:ss/w"rd'  # characters a URL must percent-encode
@@ -71,7 +71,7 @@ def test_each_role_refuses_a_bad_password_in_one_line(
         "GENQ_FLOWER_PORT": str(free_port()),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "genq.cli", role],
+        [sys.executable, "-m", "genq.cli.main", role],
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -104,7 +104,7 @@ def test_flower_reads_the_queues_through_the_password(
     log = tmp_path / "flower.log"
     with log.open("wb") as out:
         flower = subprocess.Popen(
-            [sys.executable, "-m", "genq.cli", "flower"],
+            [sys.executable, "-m", "genq.cli.main", "flower"],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,

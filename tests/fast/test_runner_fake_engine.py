@@ -15,12 +15,12 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from api.waiter import JobWaiter
-from genq.constants import QUEUED_COUNT
-from genq.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus
-from genq.store import JobStore, QueueFull, TransitionRefused
-from worker.engine import EngineStats, GenerationResult, InvalidInput, Progress
-from worker.metrics import WorkerMetrics
-from worker.runner import RunningJob, RunOptions, run_job
+from genq.contract.constants import QUEUED_COUNT
+from genq.contract.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus
+from genq.store.jobs import JobStore, QueueFull, TransitionRefused
+from worker.host.engine import EngineStats, GenerationResult, InvalidInput, Progress
+from worker.host.metrics import WorkerMetrics
+from worker.host.runner import RunningJob, RunOptions, run_job
 
 T = TypeVar("T")
 
@@ -431,7 +431,7 @@ def test_jobs_started_before_the_first_one_ended_are_marked_first_batch(with_sto
     assert all(r.status is JobStatus.SUCCEEDED for r in records)
 
 
-# -- the worker's job metrics (worker.metrics), fed by the runner ----------------------------
+# -- the worker's job metrics (worker.host.metrics), fed by the runner ----------------------------
 
 
 def test_jobs_count_once_by_status_with_their_latencies_and_tokens(with_store) -> None:

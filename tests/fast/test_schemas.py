@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from genq.schemas import GenerateRequest, JobCreate, JobPublic, JobRecord, JobStatus
+from genq.contract.schemas import GenerateRequest, JobCreate, JobPublic, JobRecord, JobStatus
 
 
 def test_prompt_job_resolves_every_sampling_default() -> None:

@@ -1,8 +1,8 @@
-"""genq.sse: Server-Sent Events read line by line as the WHATWG standard says."""
+"""genq.client.sse: Server-Sent Events read line by line as the WHATWG standard says."""
 
 from __future__ import annotations
 
-from genq.sse import SseEvent, SseParser, parse_sse
+from genq.client.sse import SseEvent, SseParser, parse_sse
 
 
 def events(text: str) -> list[SseEvent]:

@@ -1,4 +1,4 @@
-"""Where webhooks may point (genq.ssrf): private, loopback, link-local, multicast, reserved and
+"""Where webhooks may point (genq.contract.ssrf): private, loopback, link-local, multicast, reserved and
 non-http(s) targets are refused before any connection, unless allow-listed."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from genq.ssrf import AllowList, UnsafeUrl, blocked_reason, resolve, resolve_async
+from genq.contract.ssrf import AllowList, UnsafeUrl, blocked_reason, resolve, resolve_async
 
 NONE = AllowList.parse("")
 

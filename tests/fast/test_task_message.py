@@ -1,5 +1,5 @@
 """The API pushes a job's Celery message itself, in the same Redis step as the job's record
-(genq.store). That message must be the one Celery's own ``send_task`` would have put there, or the
+(genq.store.jobs). That message must be the one Celery's own ``send_task`` would have put there, or the
 worker would not run it: compare the two, side by side, on a real Redis."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import pytest
 import redis
 from celery import Celery
 
-from genq.celery_config import job_argsrepr, make_celery, send_job, task_message
-from genq.redis_server import EmbeddedRedis
-from genq.schemas import JobCreate, JobInput, JobPayload
-from genq.settings import CommonSettings
+from genq.contract.schemas import JobCreate, JobInput, JobPayload
+from genq.contract.settings import CommonSettings
+from genq.store.embedded import EmbeddedRedis
+from genq.store.queue import job_argsrepr, make_celery, send_job, task_message
 
 # Per message or per process, so they differ between the two; everything else must match.
 # send_task also copies argsrepr/kwargsrepr into the properties (kombu passes extra publish
@@ -118,7 +118,7 @@ def test_the_janitors_resend_marks_the_job_resent_on_its_models_queue(
     redis_server: EmbeddedRedis, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A job sent again after its worker died says so (``resent``), so the worker that takes
-    it claims it before its engine sees it (worker.runner): a job that kills engines is
+    it claims it before its engine sees it (worker.host.runner): a job that kills engines is
     counted, and failed after ``GENQ_MAX_ATTEMPTS``, without being run again."""
     import importlib  # noqa: PLC0415
     import sys  # noqa: PLC0415

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from genq.redis_server import free_port
+from genq.store.embedded import free_port
 
 
 @pytest.mark.parametrize("variable", ["GENQ_API_PORT", "GENQ_FLOWER_PORT", "GENQ_WORKER_HTTP_PORT"])
@@ -29,7 +29,7 @@ def test_a_taken_port_is_refused_before_anything_starts(tmp_path: Path, variable
         port = other.getsockname()[1]
         env[variable] = str(port)
         done = subprocess.run(
-            [sys.executable, "-m", "genq.cli", "up"],
+            [sys.executable, "-m", "genq.cli.main", "up"],
             env=env,
             capture_output=True,
             text=True,

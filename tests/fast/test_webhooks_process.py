@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import redis
 
-from genq.redis_server import EmbeddedRedis, free_port
-from genq.webhooks import new_secret
+from genq.contract.webhooks import new_secret
+from genq.store.embedded import EmbeddedRedis, free_port
 from tests.e2e.conftest import start_role, stop_role, wait_until
 from tests.receivers import receiver
 

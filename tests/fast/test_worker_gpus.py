@@ -1,4 +1,4 @@
-"""`genq worker --gpus`: the supervisor of one worker per GPU group (worker/gpus.py).
+"""`genq worker --gpus`: the supervisor of one worker per GPU group (genq/cli/gpus.py).
 
 No engine and no GPU: the supervisor runs as a real process, but its children are a stand-in
 for the worker (``STAND_IN_WORKER``, written to tmp_path), which records the environment it got
@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from genq.settings import WorkerSettings
-from worker.gpus import GpuSpecError, gpu_groups
+from genq.cli.gpus import GpuSpecError, gpu_groups
+from genq.contract.settings import WorkerSettings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,8 +54,8 @@ sys.exit(plan[1] if plan else 0)
 # A test-only entry: the production supervisor, with the stand-in as its children.
 SUPERVISOR = """
 import logging, sys
-from genq.settings import WorkerSettings
-from worker import gpus
+from genq.contract.settings import WorkerSettings
+from genq.cli import gpus
 logging.basicConfig(level="INFO", format="%(levelname)s %(message)s")
 gpus_, stand_in, record, restart_after_s = sys.argv[1:]
 sys.exit(gpus.run(WorkerSettings(), gpus_, argv=[sys.executable, stand_in, record],
@@ -234,7 +234,9 @@ def test_children_stop_when_the_supervisor_is_killed(start: Start) -> None:
 
 
 def test_the_supervisor_imports_no_engine() -> None:
-    code = "import sys, worker.gpus; print(sorted({'torch', 'vllm', 'celery'} & set(sys.modules)))"
+    code = (
+        "import sys, genq.cli.gpus; print(sorted({'torch', 'vllm', 'celery'} & set(sys.modules)))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=10
     )
@@ -250,7 +252,7 @@ def test_the_supervisor_imports_no_engine() -> None:
 )
 def test_the_cli_refuses_bad_gpus_in_one_line(command: list[str], message: str) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "genq.cli", *command],
+        [sys.executable, "-m", "genq.cli.main", *command],
         env=_env(GENQ_ENGINE_ARGS='{"tensor_parallel_size": 2}' if command[0] == "up" else "{}"),
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""Batch records in Redis (the batch contract is genq.batches).
+"""Batch records in Redis (the batch contract is genq.contract.batches).
 
 One hash per batch, ``genq:batch:<id>``: ``id``, ``created_at``, ``completed_at``, ``total``,
 ``pending`` (its jobs not yet terminal), ``url``, ``job_url``, ``webhook`` and ``delivery`` (its
@@ -8,7 +8,7 @@ item order) and ``metadata`` as JSON. Its webhook attempts are a list beside it,
 
 - Created whole or not at all: one Lua step checks that the queue has room for every job, then
   writes the batch, every job record (each naming it in ``batch_id``) and every queue message.
-- Completed exactly once: the job store's transition script (genq.store), in the step that ends a
+- Completed exactly once: the job store's transition script (genq.store.jobs), in the step that ends a
   job of the batch, counts ``pending`` down; the step that reaches 0 sets ``completed_at`` and
   schedules the batch's webhook. Jobs ending at once on several workers are serialized by Redis.
 - Counts by status are read when the batch is read (one pipelined ``HGET status`` per job), not
@@ -26,21 +26,21 @@ from typing import Any
 import redis
 from redis.asyncio import Redis
 
-from genq.batches import BatchRecord
-from genq.constants import (
+from genq.contract.batches import BatchRecord
+from genq.contract.constants import (
     QUEUED_COUNT,
     batch_deliveries_key,
     batch_key,
     job_key,
     owner_active_key,
 )
-from genq.schemas import JobRecord, JobStatus
-from genq.store import OwnerBusy, QueueFull, encode_record, queued_counter
-from genq.webhooks import batch_completed_delivery
+from genq.contract.schemas import JobRecord, JobStatus
+from genq.contract.webhooks import batch_completed_delivery
+from genq.store.jobs import OwnerBusy, QueueFull, encode_record, queued_counter
 
 # KEYS: the batch hash, the queued counter of all models, then per job three: its hash, its
-# queue's Redis list, its model's queued counter (genq.store). ARGV: TTL seconds, the most jobs
-# of one model that may wait, n, the owner's set of active jobs ('' for none: genq.store's _CREATE
+# queue's Redis list, its model's queued counter (genq.store.jobs). ARGV: TTL seconds, the most jobs
+# of one model that may wait, n, the owner's set of active jobs ('' for none: genq.store.jobs's _CREATE
 # keeps it), the most active jobs it may have, then the batch's field/value count and pairs,
 # then per job: its queue message, its field/value count and pairs. Returns {'full', jobs
 # waiting, the counter} or {'busy', the owner's active jobs} with nothing written when the n jobs

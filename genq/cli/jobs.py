@@ -25,7 +25,7 @@ import httpx
 
 from genq.client import Client, CompletedEvent, GenqError, StartEvent
 from genq.client.events import Deltas
-from genq.schemas import ChatMessage, JobPublic, JobStatus
+from genq.contract.schemas import ChatMessage, JobPublic, JobStatus
 
 _SPINNER = "|/-\\"
 

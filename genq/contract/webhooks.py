@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from genq.kept import load_or_create
+from genq.contract.kept import load_or_create
 
 WebhookEvent = Literal["start", "output", "completed"]
 EVENTS: tuple[str, ...] = ("start", "output", "completed")
@@ -91,7 +91,7 @@ def webhook_id(job_id: str, event: str, seq: int = 0) -> str:
 
 @dataclass(frozen=True)
 class Delivery:
-    """One scheduled send of one event: the member of the schedule (genq.constants), and the
+    """One scheduled send of one event: the member of the schedule (genq.contract.constants), and the
     argument of the delivery task. ``n`` counts the tries of this chain (it picks the next
     delay); ``nonce`` keeps a redelivery distinct from the chain it repeats. ``object`` is what
     is sent: a job, or a batch (``job_id`` is then the batch's id)."""

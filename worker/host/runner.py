@@ -12,9 +12,9 @@ which aborts the request inside vLLM; the job then ends ``canceled`` with the ou
 Webhooks: a job that wants ``start`` has it scheduled once claimed; one that wants ``output`` has
 its partial output written to its record and an ``output`` event scheduled at most every
 ``OUTPUT_EVENT_INTERVAL_S`` while it generates (both best-effort); ``completed`` is scheduled by
-the terminal transition itself (genq.store). The webhooks process sends them (worker.webhooks).
+the terminal transition itself (genq.store.jobs). The webhooks process sends them (genq.webhooks.sender).
 
-Streams: while it generates, a job's text goes to its output stream (worker.streams); its last
+Streams: while it generates, a job's text goes to its output stream (worker.host.streams); its last
 delta is written by the terminal transition, just before the stream's end.
 """
 
@@ -28,11 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from genq.schemas import JobError, JobInput, JobMetrics, JobOutput, JobPayload, JobStatus
-from genq.store import JobStore, TransitionRefused
-from genq.webhooks import OUTPUT_EVENT_INTERVAL_S, Delivery, webhook_id
-from worker.engine import EngineFailed, GenerationResult, InvalidInput, Progress
-from worker.streams import OutputStreams
+from genq.contract.schemas import JobError, JobInput, JobMetrics, JobOutput, JobPayload, JobStatus
+from genq.contract.webhooks import OUTPUT_EVENT_INTERVAL_S, Delivery, webhook_id
+from genq.store.jobs import JobStore, TransitionRefused
+from worker.host.engine import EngineFailed, GenerationResult, InvalidInput, Progress
+from worker.host.streams import OutputStreams
 
 log = logging.getLogger(__name__)
 

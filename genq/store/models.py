@@ -1,11 +1,5 @@
 """Which models a deployment serves, and which one a job goes to.
 
-A model is known by its *name*, what jobs and OpenAI clients send (vLLM's ``--served-model-name``):
-a worker serves one, ``GENQ_MODEL_NAME``, or unset, its model directory's last part (a hub id
-stays whole; the built-in default is ``smollm2-135m-instruct``). Each name has its own queue
-(:func:`genq.constants.model_queue`) and its own limit of waiting jobs, so that a burst of one
-model's jobs neither delays nor refuses another's.
-
 The API accepts a model that is
 
 - declared in ``GENQ_MODELS`` (the API's setting: its workers may still be starting, or scaled to
@@ -21,42 +15,17 @@ first of ``GENQ_MODELS``; unset too, to the one model registered (with several, 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Mapping
-from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
-from genq.constants import MODELS_KEY
-from genq.model import DEFAULT_MODEL_NAME
+from genq.contract.constants import MODELS_KEY
+from genq.contract.models import NoDefaultModel, UnknownModel
 
-if TYPE_CHECKING:  # genq.settings imports this module, and the client and CLI need no Redis
+if TYPE_CHECKING:
     from redis import Redis as SyncRedis
     from redis.asyncio import Redis
     from redis.asyncio.client import Pipeline
-
-# Letters, digits and ``. _ - : /`` (hub ids such as ``meta-llama/Llama-3.1-8B-Instruct``).
-NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}"
-_NAME = re.compile(NAME_PATTERN)
-
-
-def check_name(name: str) -> str:
-    if not _NAME.fullmatch(name):
-        raise ValueError(
-            f"model name {name!r}: 1 to 128 letters, digits or '._:/-', starting with a letter "
-            "or digit"
-        )
-    return name
-
-
-def served_name(model: str | None, name: str | None = None) -> str:
-    """The name a worker serves ``model`` (a local directory or a hub id; None: the built-in
-    default) under: ``name`` if given, else the directory's last part, else the id itself."""
-    if name:
-        return check_name(name)
-    if model is None:
-        return DEFAULT_MODEL_NAME
-    return check_name(PurePath(model).name if model.startswith(("/", ".")) else model)
 
 
 def register(redis: SyncRedis | Pipeline, name: str) -> Any:
@@ -69,18 +38,6 @@ def recent(seen: Mapping[str, str], forget_s: float) -> list[str]:
     """The names in ``genq:models`` (name -> last mention) mentioned within ``forget_s``."""
     since = time.time() - forget_s
     return sorted(name for name, at in seen.items() if float(at) >= since)
-
-
-class ModelError(Exception):
-    """A job's model is not served here; the message says which are."""
-
-
-class UnknownModel(ModelError):
-    pass
-
-
-class NoDefaultModel(ModelError):
-    pass
 
 
 class ModelCatalog:

@@ -12,7 +12,7 @@ restarting it would only loop, so the others are stopped and the supervisor exit
 for the orchestrator to see. SIGTERM or SIGINT drains every child (SIGTERM to each group, the
 workers' grace, then SIGKILL) and exits 0.
 
-Stdlib and genq.settings only: no torch, vLLM or Celery here, so the supervisor starts at once.
+Stdlib and genq.contract.settings only: no torch, vLLM or Celery here, so the supervisor starts at once.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from genq.settings import WorkerSettings
+from genq.contract.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
-WORKER_ARGV = (sys.executable, "-m", "genq.cli", "worker")
+WORKER_ARGV = (sys.executable, "-m", "genq.cli.main", "worker")
 RESTART_AFTER_S = 60.0  # up at least this long, then exited: its engine died; restart it
 RESTART_DELAY_S = 2.0
 POLL_S = 0.2

@@ -1,9 +1,9 @@
 """Webhook delivery: one try of one event, and the schedule that feeds the delivery queue.
 
 Light on purpose (no torch, no vLLM): it runs in the webhooks process (``genq webhooks``,
-worker.webhook_app), never beside the engine, so a slow or dead receiver costs the GPU nothing.
+genq.webhooks.app), never beside the engine, so a slow or dead receiver costs the GPU nothing.
 
-- :class:`Deliverer` makes one try: re-checks where the URL points (genq.ssrf) and connects to
+- :class:`Deliverer` makes one try: re-checks where the URL points (genq.contract.ssrf) and connects to
   that checked address (no second lookup, so DNS cannot change it in between), signs the job
   object (the batch object for a batch's ``completed``: header ``genq-object`` says which),
   POSTs it without following redirects, reads at most a few KiB of the answer, records the
@@ -29,11 +29,9 @@ import httpx
 import redis
 from celery import Celery
 
-from genq import ssrf
-from genq.batch_store import read_batch
-from genq.batches import BatchPublic
-from genq.celery_config import celery_message
-from genq.constants import (
+from genq.contract import ssrf
+from genq.contract.batches import BatchPublic
+from genq.contract.constants import (
     TASK_WEBHOOK,
     WEBHOOK_QUEUE,
     WEBHOOK_SCHEDULE,
@@ -41,10 +39,18 @@ from genq.constants import (
     deliveries_key,
     job_key,
 )
-from genq.schemas import JobPublic, JobRecord, WebhookAttempt
-from genq.settings import WebhookSettings
-from genq.store import decode_record
-from genq.webhooks import Delivery, is_retryable, next_delay, parse_retry_after, signed_headers
+from genq.contract.schemas import JobPublic, JobRecord, WebhookAttempt
+from genq.contract.settings import WebhookSettings
+from genq.contract.webhooks import (
+    Delivery,
+    is_retryable,
+    next_delay,
+    parse_retry_after,
+    signed_headers,
+)
+from genq.store.batches import read_batch
+from genq.store.jobs import decode_record
+from genq.store.queue import celery_message
 
 log = logging.getLogger(__name__)
 

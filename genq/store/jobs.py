@@ -9,10 +9,10 @@ Every status change is one Lua script, so it is atomic and checked: a job moves 
 states the caller names (a canceled job is never started; a finished job is never finished twice),
 and reaching a terminal state publishes the job id and the record on ``genq:jobs:done`` in the
 same step (a waiting API process answers from the message, without reading the record back), and, when
-the job's webhook wants ``completed``, schedules that delivery (genq.webhooks) in the same step.
+the job's webhook wants ``completed``, schedules that delivery (genq.contract.webhooks) in the same step.
 The same scripts keep ``genq:jobs:queued``, the number of jobs waiting to start, exact (and each
 model's own, ``genq:jobs:queued:<model>``, for a job whose ``model`` field names it), and mark
-the job's output stream (genq.streams): a ``start`` entry when a worker claims it, an ``end``
+the job's output stream (genq.store.streams): a ``start`` entry when a worker claims it, an ``end``
 entry when it ends, so a stream reader learns both in order with the text between them. A job
 made with an API key names it in ``owner``; creating it checks and adds to that key's set of
 active jobs (``genq:owner:<name>:active``) in the same step.
@@ -27,9 +27,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from genq import streams
-from genq.coalesce import CoalescedScript
-from genq.constants import (
+from genq.contract.constants import (
     BATCH_KEY_PREFIX,
     JOB_DONE_CHANNEL,
     KEY_PREFIX,
@@ -44,8 +42,10 @@ from genq.constants import (
     owner_active_key,
     stream_key,
 )
-from genq.schemas import JobOutput, JobRecord, JobStatus
-from genq.webhooks import Delivery, completed_delivery
+from genq.contract.schemas import JobOutput, JobRecord, JobStatus
+from genq.contract.webhooks import Delivery, completed_delivery
+from genq.store import streams
+from genq.store.coalesce import CoalescedScript
 
 _JSON_FIELDS = ("input", "output", "error", "metrics", "webhook_events_filter")
 _FLOAT_FIELDS = ("created_at", "started_at", "completed_at")
@@ -102,11 +102,11 @@ _LEAVE_QUEUE = f"""redis.call('DECR', KEYS[2])
 # status, channel to publish the job id on ('' for none), job id, TTL seconds ('' to keep), the
 # worker that must own the job ('' for any), the ``completed`` delivery to schedule if the job's
 # webhook wants it ('' for none), the time to schedule it at, the job's last ``output`` stream
-# entry as index ('' for none), text and output tokens (worker.streams: written in this step,
+# entry as index ('' for none), text and output tokens (worker.host.streams: written in this step,
 # just before the stream's end), then field/value pairs. The message published is the job id, a
 # space, and the hash after the change as a JSON array of fields and values. Returns
 # {1, previous status} when applied, {0, current status} when refused ('' if no such job). A job of a batch (field batch_id) that ends counts its batch down; the
-# batch's last job completes it, in this same step, so exactly once (genq.batch_store).
+# batch's last job completes it, in this same step, so exactly once (genq.store.batches).
 _TRANSITION = (
     """
 local current = redis.call('HGET', KEYS[1], 'status')
@@ -292,7 +292,7 @@ class JobStore:
         self.redis = redis
         self.ttl_s = ttl_s
         self._transition = redis.register_script(_TRANSITION)
-        # A burst of creates goes out in a few pipelines (genq.coalesce), not a call each.
+        # A burst of creates goes out in a few pipelines (genq.store.coalesce), not a call each.
         self._create = CoalescedScript(redis, _CREATE)
         self._claim = redis.register_script(_CLAIM)
         self._lapsed = redis.register_script(_LAPSED)

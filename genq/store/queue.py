@@ -12,9 +12,9 @@ from celery import Celery
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from genq.constants import TASK_GENERATE
-from genq.schemas import JobPayload
-from genq.settings import CommonSettings
+from genq.contract.constants import TASK_GENERATE
+from genq.contract.schemas import JobPayload
+from genq.contract.settings import CommonSettings
 
 _ARGSREPR_PROMPT_CHARS = 40  # what Flower shows of a prompt
 
@@ -32,7 +32,7 @@ def celery_config(settings: CommonSettings) -> dict[str, object]:
         "task_serializer": "json",
         "accept_content": ["json"],
         "result_serializer": "json",
-        # Results live in genq's own job records (genq.store), not in Celery's result backend.
+        # Results live in genq's own job records (genq.store.jobs), not in Celery's result backend.
         "task_ignore_result": True,
         "task_default_queue": settings.queue,
         # A job's message is acknowledged when the job ends, not when it starts.
@@ -113,7 +113,7 @@ def celery_message(
 ) -> str:
     """A Celery message exactly as ``send_task`` puts it on a Redis queue (kombu's Redis
     transport: a JSON envelope LPUSHed on the list named after the queue), for callers that push
-    it themselves, inside a Lua step of their own (genq.store, the webhooks scheduler). Headers
+    it themselves, inside a Lua step of their own (genq.store.jobs, the webhooks scheduler). Headers
     and body come from Celery's own protocol-2 builder; a fast test checks the result against
     what ``send_task`` pushes."""
     msg = celery.amqp.as_task_v2(
@@ -146,7 +146,7 @@ def celery_message(
 
 def task_message(celery: Celery, payload: JobPayload, queue: str) -> str:
     """The job's message, as ``send_job`` puts it on its queue: the API writes the job record and
-    its message in one atomic Redis step (genq.store)."""
+    its message in one atomic Redis step (genq.store.jobs)."""
     return celery_message(
         celery,
         TASK_GENERATE,

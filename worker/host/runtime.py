@@ -1,7 +1,7 @@
 """The worker's one engine, and everything that lives as long as it, in the engine host process
-(worker.engine_host starts that process and forwards Celery's jobs to it).
+(worker.host.process starts that process and forwards Celery's jobs to it).
 
-:meth:`WorkerRuntime.start` builds the engine, runs the warm-up policy on it (``worker.warmup``),
+:meth:`WorkerRuntime.start` builds the engine, runs the warm-up policy on it (``worker.host.warmup``),
 opens the Redis connections jobs will use and records the start-up by phase; until it returns,
 the worker receives no job, and if a warm-up request fails it never does. :meth:`~WorkerRuntime.
 announce` (once Celery's consumer is up) publishes the worker as warm in Redis and keeps it fresh
@@ -25,27 +25,27 @@ from typing import Any, NoReturn
 
 from redis.asyncio import Redis
 
-from genq.constants import CANCEL_CHANNEL, WORKERS_SET, worker_key
-from genq.model import prepare_default_model
-from genq.models import register
-from genq.pubsub import listen_forever
-from genq.redis_client import async_redis
-from genq.schemas import JobPayload, WorkerInfo
-from genq.settings import WorkerSettings
-from genq.store import JobStore
-from worker import warmup
+from genq.contract.constants import CANCEL_CHANNEL, WORKERS_SET, worker_key
+from genq.contract.schemas import JobPayload, WorkerInfo
+from genq.contract.settings import WorkerSettings
+from genq.store.jobs import JobStore
+from genq.store.models import register
+from genq.store.pubsub import listen_forever
+from genq.store.redis_client import async_redis
 from worker.clock import process_age_s
-from worker.engine import Engine, EngineFailed, cache_env
-from worker.engine_host import EXIT_ENGINE_DEAD
-from worker.metrics import WorkerMetrics
-from worker.runner import REQUEUE, JobEnd, RunningJob, RunOptions, run_job
-from worker.streams import OutputStreams
+from worker.host import warmup
+from worker.host.engine import Engine, EngineFailed, cache_env
+from worker.host.metrics import WorkerMetrics
+from worker.host.process import EXIT_ENGINE_DEAD
+from worker.host.runner import REQUEUE, JobEnd, RunningJob, RunOptions, run_job
+from worker.host.streams import OutputStreams
+from worker.model_files import prepare_default_model
 
 log = logging.getLogger(__name__)
 
 
 def use_cache_dir(settings: WorkerSettings) -> None:
-    """The compile caches (worker.engine.cache_env) under GENQ_CACHE_DIR/compile, each unless
+    """The compile caches (worker.host.engine.cache_env) under GENQ_CACHE_DIR/compile, each unless
     set already: one persistent path, and a restart reuses the compiled work. Before vLLM is
     imported."""
     for name, path in cache_env(settings.cache_dir / "compile").items():
@@ -180,7 +180,7 @@ class WorkerRuntime:
     async def run(self, payload: dict[str, Any], redelivered: bool = False) -> dict[str, str]:
         """Run a job on the engine (on its loop). A job sent again after its worker died
         (``redelivered`` by kombu, or ``resent`` by a janitor) is claimed before the engine sees
-        it (worker.runner). If the engine dies under it, the process exits (:meth:`die`)."""
+        it (worker.host.runner). If the engine dies under it, the process exits (:meth:`die`)."""
         job = JobPayload.model_validate(payload)
         assert self._store is not None
         claim_first = redelivered or job.resent

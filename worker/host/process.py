@@ -2,7 +2,7 @@
 
 A worker is two processes. The one Celery runs (``genq worker``) consumes the queue and forwards
 each job; the **engine host**, a child it starts, owns vLLM's ``AsyncLLM`` and everything that
-runs beside it on the engine's event loop (:class:`worker.runtime.WorkerRuntime`: claims, the
+runs beside it on the engine's event loop (:class:`worker.host.runtime.WorkerRuntime`: claims, the
 engine, result writes, output streams, cancels, the heartbeat and the janitor). Why two: at
 saturation the engine's loop keeps its process's GIL busy with vLLM's outputs, and a Celery
 consumer in that process took jobs in at a fraction of its pace, so the engine's batch ran short
@@ -47,9 +47,9 @@ from prometheus_client import REGISTRY, CollectorRegistry, disable_created_metri
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from genq.schemas import WorkerInfo
+from genq.contract.schemas import WorkerInfo
 from worker.clock import process_age_s
-from worker.metrics import WorkerMetrics
+from worker.host.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -223,7 +223,7 @@ class EngineHost:
 
 def _error(error: dict[str, str]) -> Exception:
     """A job's exception, raised again in its Celery task: Redis outages keep their type, so the
-    task's autoretry (genq.celery_config.RETRY_ON_REDIS_ERRORS) still sends the job back."""
+    task's autoretry (genq.store.queue.RETRY_ON_REDIS_ERRORS) still sends the job back."""
     if error["type"] == "redis_connection":
         return RedisConnectionError(error["message"])
     if error["type"] == "redis_timeout":
@@ -290,9 +290,9 @@ def host_main(path: str, name: str, parent_age_s: float) -> None:
         setproctitle.setproctitle(f"[genq engine host: {name}]")
     except ImportError:
         pass
-    from genq.cli import configure_logging  # noqa: PLC0415 - a fresh interpreter's imports
-    from genq.settings import worker_settings  # noqa: PLC0415
-    from worker import runtime  # noqa: PLC0415
+    from genq.cli.main import configure_logging  # noqa: PLC0415 - a fresh interpreter's imports
+    from genq.contract.settings import worker_settings  # noqa: PLC0415
+    from worker.host import runtime  # noqa: PLC0415
 
     settings = worker_settings()
     configure_logging(settings.log_level)

@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from genq.kept import load_or_create
-from genq.models import served_name
-from genq.redis_server import PASSWORD_FILE, EmbeddedRedis, load_or_create_password
-from genq.settings import UpSettings, WorkerSettings
-from genq.webhooks import load_or_create_secret
+from genq.contract.kept import load_or_create
+from genq.contract.models import served_name
+from genq.contract.settings import UpSettings, WorkerSettings
+from genq.contract.webhooks import load_or_create_secret
+from genq.store.embedded import PASSWORD_FILE, EmbeddedRedis, load_or_create_password
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class Child:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "genq.cli", self.role],
+            [sys.executable, "-m", "genq.cli.main", self.role],
             env=self.env,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: stopping it reaches its children
@@ -145,7 +145,7 @@ def run(settings: UpSettings) -> int:
             env["REDIS_URL"] = str(settings.redis_url)
         if not env.get("GENQ_MODELS"):
             # The worker's model: the API takes its jobs from the start, before the worker has
-            # registered it (genq.models).
+            # registered it (genq.contract.models).
             env["GENQ_MODELS"] = served_name(
                 env.get("GENQ_MODEL") or None, env.get("GENQ_MODEL_NAME") or None
             )

@@ -23,13 +23,13 @@ from pydantic import (
 from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from genq.batches import MAX_BATCH_ITEMS_LIMIT
-from genq.constants import DEFAULT_QUEUE, model_queue
-from genq.keys import KeysFile
-from genq.models import check_name, served_name
-from genq.schemas import SamplingOptions
-from genq.ssrf import AllowList
-from genq.webhooks import DEFAULT_RETRY_SCHEDULE_S, secret_key
+from genq.contract.batches import MAX_BATCH_ITEMS_LIMIT
+from genq.contract.constants import DEFAULT_QUEUE, model_queue
+from genq.contract.keys import KeysFile
+from genq.contract.models import check_name, served_name
+from genq.contract.schemas import SamplingOptions
+from genq.contract.ssrf import AllowList
+from genq.contract.webhooks import DEFAULT_RETRY_SCHEDULE_S, secret_key
 
 
 def _none_if_empty(value: Any) -> Any:
@@ -72,7 +72,7 @@ class CommonSettings(BaseSettings):
     redis_url: RedisDsn | None = Field(
         None, validation_alias=AliasChoices("GENQ_REDIS_URL", "REDIS_URL")
     )
-    # The queues' prefix: each model's jobs go to <queue>.<model name> (genq.constants).
+    # The queues' prefix: each model's jobs go to <queue>.<model name> (genq.contract.constants).
     queue: str = DEFAULT_QUEUE
     result_ttl_s: int = Field(24 * 3600, ge=1, description="how long job records are kept")
     data_dir: Path = Field(default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share"))
@@ -82,7 +82,7 @@ class CommonSettings(BaseSettings):
     # a webhook's URL at submit, the webhooks process again before each delivery.
     webhook_allow_hosts: str = ""
 
-    # Models (genq.models): the names the API accepts besides those workers registered ("a,b";
+    # Models (genq.contract.models): the names the API accepts besides those workers registered ("a,b";
     # jobs for them wait until their workers start; Flower lists their queues), the one a job
     # naming none gets (unset: the first of GENQ_MODELS, else the one registered), and how long
     # a registered name no worker has mentioned is still accepted.
@@ -137,7 +137,7 @@ class ApiSettings(CommonSettings):
     max_streams: int = Field(1000, ge=1, le=9000)
     # The most items one POST /v1/batches may have (more: 422).
     max_batch_items: int = Field(1000, ge=1, le=MAX_BATCH_ITEMS_LIMIT)
-    # API keys (genq.keys, api.auth): the hashed keys `genq keys create` writes; unset:
+    # API keys (genq.contract.keys, api.auth): the hashed keys `genq keys create` writes; unset:
     # <data dir>/api_keys.json. That file existing, or GENQ_API_KEYS (the same JSON) being set,
     # turns authentication on; neither is dev mode, open to anyone.
     api_keys_file: Path | None = None
@@ -174,7 +174,7 @@ def _default_warmup_sampling() -> list[SamplingOptions]:
 
 
 class WarmupPolicy(BaseModel):
-    """What a worker runs on its engine before it takes its first job (worker/warmup.py), so that
+    """What a worker runs on its engine before it takes its first job (worker/host/warmup.py), so that
     no first user pays for a path the engine builds lazily. Every request must succeed, or the
     worker does not start. Set as JSON in ``GENQ_WARMUP`` or a field at a time
     (``GENQ_WARMUP__PROMPT_TOKENS=[16,4096]``, ``GENQ_WARMUP__ENABLED=false``)."""
@@ -204,7 +204,7 @@ class WorkerSettings(CommonSettings):
     # A local model directory; unset means the default SmolLM2-135M-Instruct, prepared on first use.
     model: str | None = None
     # The name jobs ask for it by (its queue is <GENQ_QUEUE>.<name>); unset: the directory's last
-    # part (genq.models.served_name).
+    # part (genq.contract.models.served_name).
     model_name: str | None = None
     # Jobs one worker runs at once, all batched by one engine. Keep it >= the engine's max_num_seqs.
     worker_concurrency: int = Field(64, ge=1, le=4096)
@@ -212,7 +212,7 @@ class WorkerSettings(CommonSettings):
     # Any vLLM engine option, as JSON: GENQ_ENGINE_ARGS='{"max_model_len": 4096}'.
     engine_args: dict[str, Any] = Field(default_factory=dict)
     # With more jobs than the engine batches, a backlog waits inside the engine; refill its batch
-    # in waves of this many slots, holding the backlog a few steps at most (worker/engine_scheduler.py).
+    # in waves of this many slots, holding the backlog a few steps at most (worker/host/scheduler.py).
     # Unset: a quarter of max_num_seqs. 0: vLLM's own scheduler, which admits each job at once.
     admission_wave: int | None = Field(None, ge=0)
     admission_hold_steps: int | None = Field(None, ge=0)  # at most; unset: 4
@@ -224,7 +224,7 @@ class WorkerSettings(CommonSettings):
     # unset: none. Containers use 9100.
     worker_http_port: int | None = Field(None, ge=0, le=65535)
     worker_http_host: str = "0.0.0.0"  # noqa: S104 - set a port only where it should be reached
-    # GPU ids ("0,1"): `genq worker` then supervises one worker per GPU group (worker/gpus.py).
+    # GPU ids ("0,1"): `genq worker` then supervises one worker per GPU group (genq/cli/gpus.py).
     worker_gpus: str | None = None
 
     _gpus_empty_is_unset = field_validator("worker_gpus", mode="before")(_none_if_empty)

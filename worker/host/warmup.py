@@ -1,4 +1,4 @@
-"""The warm-up a worker runs before it consumes: the policy (genq.settings.WarmupPolicy) as
+"""The warm-up a worker runs before it consumes: the policy (genq.contract.settings.WarmupPolicy) as
 engine requests, run through the same ``Engine.generate`` as every job.
 
 Steps, in order (each waits for the one before):
@@ -22,10 +22,10 @@ import itertools
 import time
 from dataclasses import dataclass
 
-from genq.schemas import ChatMessage, JobInput, SamplingOptions, WarmupStepInfo
-from genq.settings import WarmupPolicy
-from worker.engine import GenerationResult
-from worker.runner import GeneratingEngine
+from genq.contract.schemas import ChatMessage, JobInput, SamplingOptions, WarmupStepInfo
+from genq.contract.settings import WarmupPolicy
+from worker.host.engine import GenerationResult
+from worker.host.runner import GeneratingEngine
 
 # Common English words that most BPE vocabularies hold as one token each (with their leading
 # space), so that a prompt of n words is about n tokens.
@@ -91,7 +91,7 @@ async def run(engine: GeneratingEngine, steps: list[WarmupStep]) -> list[WarmupS
                 raise WarmupFailed(
                     f"warm-up step {step.name} (request {i + 1} of {len(step.jobs)}) failed: "
                     f"{type(outcome).__name__}: {outcome}; the worker does not start. "
-                    "Fit GENQ_WARMUP to the model (see genq.settings.WarmupPolicy)."
+                    "Fit GENQ_WARMUP to the model (see genq.contract.settings.WarmupPolicy)."
                 ) from outcome
             if outcome.output_tokens < 1:
                 raise WarmupFailed(

@@ -3,11 +3,11 @@
 - ``BatchCreate``  what a client POSTs to ``/v1/batches``: items, each a ``JobCreate`` (prompt or
   messages, its own sampling fields, metadata, even a webhook of its own), and the sampling fields
   and ``deadline_s`` shared by every item that does not set its own.
-- ``BatchRecord``  what is stored in Redis for a batch (see genq.batch_store for the hash).
+- ``BatchRecord``  what is stored in Redis for a batch (see genq.store.batches for the hash).
 - ``BatchPublic``  what ``GET /v1/batches/{id}`` returns, and what the batch's webhook carries.
 
 A batch is a list of ordinary jobs (each with its own record, ``batch_id`` naming the batch);
-the batch itself only counts them down (genq.store) and reports on them.
+the batch itself only counts them down (genq.store.jobs) and reports on them.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from genq import ssrf
-from genq.schemas import (
+from genq.contract import ssrf
+from genq.contract.schemas import (
     MAX_DEADLINE_S,
     MAX_MODEL_NAME_CHARS,
     JobCreate,
@@ -114,7 +114,7 @@ class BatchRecord(BaseModel):
     url: str  # the batch's URL as the API that accepted it answered (for webhook payloads)
     job_url: str  # its jobs' URL, ``{id}`` to fill in (same)
     owner: str | None = None  # the API key that created it (api.auth), as its jobs' owner
-    # Not a hash field: the batch's webhook attempts (genq.batch_store).
+    # Not a hash field: the batch's webhook attempts (genq.store.batches).
     webhook_deliveries: list[WebhookAttempt] = Field(default_factory=list)
 
 

@@ -1,14 +1,14 @@
 """A job's output stream, the parts every role shares: the entries of ``genq:job:<id>:stream``
-(genq.constants) and how to read them.
+(genq.contract.constants) and how to read them.
 
 Three kinds of entry, written by three places:
 
-- ``start`` (genq.store's claim script): a worker started the job; ``attempt`` counts the
+- ``start`` (genq.store.jobs's claim script): a worker started the job; ``attempt`` counts the
   starts, so a second ``start`` means the job runs again after its worker died, and its text
   restarts from nothing;
-- ``output`` (worker.streams): a text delta, ``index`` 0, 1, 2... within one start, and the
+- ``output`` (worker.host.streams): a text delta, ``index`` 0, 1, 2... within one start, and the
   output tokens so far;
-- ``end`` (genq.store's terminal transition): the job reached ``status``; nothing follows.
+- ``end`` (genq.store.jobs's terminal transition): the job reached ``status``; nothing follows.
 
 A reader needs no other source to follow a job: the same stream serves a client that connects
 late (read from the beginning) and one that resumes (read after the last entry id it saw).
@@ -47,7 +47,7 @@ def output_fields(index: int, text: str, output_tokens: int) -> dict[str, str | 
 
 def xadd_output_lua(stream: str, index: str, text: str, output_tokens: str) -> str:
     """The Lua call that appends an ``output`` entry (the fields of output_fields), its
-    arguments Lua expressions: for the scripts that write one (here, and genq.store's terminal
+    arguments Lua expressions: for the scripts that write one (here, and genq.store.jobs's terminal
     transition, which writes a job's last delta)."""
     return (
         f"redis.call('XADD', {stream}, '*', 'e', 'out', 'i', {index}, 't', {text}, "

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import redis
 
-from genq.kept import load_or_create
+from genq.contract.kept import load_or_create
 
 
 def redis_server_binary() -> Path:

@@ -3,11 +3,11 @@
 - ``JobCreate``   what a client POSTs to ``/v1/jobs`` (validated at the edge, unknown fields refused).
 - ``JobInput``    that request with every sampling field resolved to its default; stored and echoed.
 - ``JobPayload``  what travels on the queue to a worker (JSON only).
-- ``JobRecord``   what is stored in Redis for a job (see genq.store for the hash layout).
+- ``JobRecord``   what is stored in Redis for a job (see genq.store.jobs for the hash layout).
 - ``JobPublic``   what ``GET /v1/jobs/{id}`` returns.
 
 Sampling fields use OpenAI/vLLM names; their conversion to vLLM's ``SamplingParams`` happens in one
-place, ``worker.engine``. Nothing here imports vLLM or torch.
+place, ``worker.host.engine``. Nothing here imports vLLM or torch.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from genq import ssrf
-from genq.webhooks import DEFAULT_EVENTS, EVENTS, WebhookEvent
+from genq.contract import ssrf
+from genq.contract.webhooks import DEFAULT_EVENTS, EVENTS, WebhookEvent
 
 # Bounds that keep obviously broken requests out of the queue. The model's own context length is
 # checked by the engine (a job over it fails with a readable error).
@@ -110,14 +110,14 @@ class JobCreate(SamplingOptions):
 
     prompt: str | None = Field(None, min_length=1)
     messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=MAX_MESSAGES)
-    # A model served here (GET /v1/models); unset: the default model (genq.models).
+    # A model served here (GET /v1/models); unset: the default model (genq.contract.models).
     model: str | None = Field(None, min_length=1, max_length=MAX_MODEL_NAME_CHARS)
     metadata: dict[str, Any] | None = None
     # Seconds from acceptance: not started by then -> canceled unrun; running then -> aborted.
     # The Cancel-After header says the same.
     deadline_s: float | None = Field(None, gt=0, le=MAX_DEADLINE_S)
     # An http(s) URL to POST the job to on the events of webhook_events_filter (default
-    # ["completed"]). Where it points is checked by the API (genq.ssrf).
+    # ["completed"]). Where it points is checked by the API (genq.contract.ssrf).
     webhook: str | None = Field(None, min_length=1, max_length=ssrf.MAX_URL_CHARS)
     webhook_events_filter: list[WebhookEvent] | None = Field(
         None, min_length=1, max_length=len(EVENTS)
@@ -199,7 +199,7 @@ class JobPayload(BaseModel):
     input: JobInput
     created_at: float  # unix seconds, set by the API when it accepted the job
     webhook: WebhookSpec | None = None
-    model: str | None = None  # the model's name; its queue is the model's (genq.models)
+    model: str | None = None  # the model's name; its queue is the model's (genq.contract.models)
     # Sent again by a janitor (its worker died): the worker claims it before the engine sees it.
     resent: bool = False
 
@@ -246,7 +246,9 @@ class JobRecord(BaseModel):
 
     id: str
     status: JobStatus
-    model: str | None = None  # the model's name (genq.models); None: a job older than models
+    model: str | None = (
+        None  # the model's name (genq.contract.models); None: a job older than models
+    )
     created_at: float
     started_at: float | None = None
     completed_at: float | None = None
@@ -260,10 +262,10 @@ class JobRecord(BaseModel):
     webhook_events_filter: list[WebhookEvent] | None = None
     # The job's URL as the API that accepted it answered (for webhook payloads).
     url: str | None = None
-    batch_id: str | None = None  # the batch it was submitted in (genq.batches), if any
+    batch_id: str | None = None  # the batch it was submitted in (genq.contract.batches), if any
     # The name of the API key that created it (api.auth); None in dev mode (no keys).
     owner: str | None = None
-    # Not a hash field: the job's deliveries list (genq.store).
+    # Not a hash field: the job's deliveries list (genq.store.jobs).
     webhook_deliveries: list[WebhookAttempt] = Field(default_factory=list)
 
     def webhook_spec(self) -> WebhookSpec | None:
@@ -335,7 +337,7 @@ class ErrorBody(BaseModel):
 
 
 class WarmupStepInfo(BaseModel):
-    """One step of a worker's warm-up (worker.warmup)."""
+    """One step of a worker's warm-up (worker.host.warmup)."""
 
     name: str  # prompt_<tokens>, sampling_<i>, batch_<width>
     requests: int
@@ -348,7 +350,7 @@ class WorkerInfo(BaseModel):
     """What a warm worker publishes about itself (refreshed by its heartbeat)."""
 
     name: str
-    model: str  # the name it serves (genq.models)
+    model: str  # the name it serves (genq.contract.models)
     model_path: str = ""  # the directory (or hub id) its engine loaded
     queue: str = ""  # the Celery queue it consumes: its model's
     devices: str | None = None  # CUDA_VISIBLE_DEVICES, where set (genq worker --gpus)

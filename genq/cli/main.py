@@ -1,5 +1,5 @@
 """The ``genq`` command: run the stack or one role of it, prepare the model; submit, show and
-cancel jobs (genq.cli_jobs); manage API keys."""
+cancel jobs (genq.cli.jobs); manage API keys."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import shutil
 import sys
 import tempfile
 
-from genq import cli_jobs
-from genq.settings import (
+from genq.cli import jobs as cli_jobs
+from genq.contract.settings import (
     ApiSettings,
     CommonSettings,
     FlowerSettings,
@@ -32,7 +32,7 @@ def _redis_refuses(role: str, settings: CommonSettings) -> bool:
     a role that retries a refused login as if Redis were down."""
     if settings.redis_url is None:
         return False
-    from genq.redis_client import credentials_problem  # noqa: PLC0415
+    from genq.store.redis_client import credentials_problem  # noqa: PLC0415
 
     problem = credentials_problem(settings.broker_url())
     if problem is not None:
@@ -42,7 +42,7 @@ def _redis_refuses(role: str, settings: CommonSettings) -> bool:
 
 def _bad_gpus(gpus: str) -> bool:
     """Says why, in one line, and returns True when ``gpus`` does not split into engines."""
-    from worker.gpus import GpuSpecError, gpu_groups  # noqa: PLC0415 - stdlib only
+    from genq.cli.gpus import GpuSpecError, gpu_groups  # noqa: PLC0415 - stdlib only
 
     try:
         gpu_groups(gpus, WorkerSettings().engine_args.get("tensor_parallel_size", 1))
@@ -53,7 +53,7 @@ def _bad_gpus(gpus: str) -> bool:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from genq import up  # noqa: PLC0415
+    from genq.cli import up  # noqa: PLC0415
 
     settings = UpSettings()
     configure_logging(settings.log_level)
@@ -85,7 +85,7 @@ def _api_metrics_dir() -> tuple[str, bool]:
 def cmd_api(_: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
-    from genq.keys import KeysError, key_ring, read_keys  # noqa: PLC0415
+    from genq.contract.keys import KeysError, key_ring, read_keys  # noqa: PLC0415
 
     settings = ApiSettings()
     configure_logging(settings.log_level)
@@ -134,19 +134,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_webhooks(_: argparse.Namespace) -> int:
-    from genq.settings import WebhookSettings  # noqa: PLC0415
+    from genq.contract.settings import WebhookSettings  # noqa: PLC0415
 
     settings = WebhookSettings()
     configure_logging(settings.log_level)
     settings.broker_url()  # fail now, clearly, if no Redis is configured
     if _redis_refuses("webhooks", settings):
         return 2
-    from worker.webhook_app import main  # noqa: PLC0415 - light: no engine
+    from genq.webhooks.app import main  # noqa: PLC0415 - light: no engine
 
     return main()
 
 
-# Flower's tasks page with the arguments (genq's are readable: genq.celery_config.job_argsrepr).
+# Flower's tasks page with the arguments (genq's are readable: genq.store.queue.job_argsrepr).
 # A default: Flower's own FLOWER_TASKS_COLUMNS wins.
 FLOWER_TASKS_COLUMNS = "name,uuid,state,args,received,started,runtime,worker"
 
@@ -184,10 +184,10 @@ def cmd_flower(_: argparse.Namespace) -> int:
     os.environ.setdefault("FLOWER_TASKS_COLUMNS", FLOWER_TASKS_COLUMNS)
     from kombu import Queue  # noqa: PLC0415
 
-    from genq.celery_config import make_celery, run_celery  # noqa: PLC0415
-    from genq.constants import MODELS_KEY  # noqa: PLC0415
-    from genq.models import recent  # noqa: PLC0415
-    from genq.redis_client import sync_redis  # noqa: PLC0415
+    from genq.contract.constants import MODELS_KEY  # noqa: PLC0415
+    from genq.store.models import recent  # noqa: PLC0415
+    from genq.store.queue import make_celery, run_celery  # noqa: PLC0415
+    from genq.store.redis_client import sync_redis  # noqa: PLC0415
 
     app = make_celery(settings, "genq-flower")
     # Flower lists the queues it knows, and those of the workers it sees: each model's, declared
@@ -201,7 +201,7 @@ def cmd_flower(_: argparse.Namespace) -> int:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from genq.model import default_model_dir, is_prepared, prepare_default_model  # noqa: PLC0415
+    from worker.model_files import default_model_dir, is_prepared, prepare_default_model  # noqa: PLC0415
 
     settings = CommonSettings()
     configure_logging(settings.log_level)
@@ -216,7 +216,7 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from genq import keys  # noqa: PLC0415
+    from genq.contract import keys  # noqa: PLC0415
 
     settings = ApiSettings()
     path = settings.api_keys_path()

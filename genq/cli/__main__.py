@@ -1,0 +1,5 @@
+import sys
+
+from genq.cli.main import main
+
+sys.exit(main())
