@@ -1,30 +1,24 @@
 """The ``genq`` command: run the stack or one role of it, prepare the model; submit, show and
-cancel jobs (genq.cli.jobs); manage API keys."""
+cancel jobs (genq.cli.jobs); manage API keys.
+
+The job commands need only the client (``pip install genq``); every other command imports its
+role, and the settings, when it runs, so that they need the ``server`` or a ``worker-*`` extra.
+"""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shutil
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
 from genq.cli import jobs as cli_jobs
-from genq.contract.settings import (
-    ApiSettings,
-    CommonSettings,
-    FlowerSettings,
-    UpSettings,
-    WorkerSettings,
-)
+from genq.contract.logs import configure_logging
 
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s [%(processName)s %(name)s] %(message)s",
-    )
+if TYPE_CHECKING:
+    from genq.contract.settings import CommonSettings, FlowerSettings
 
 
 def _redis_refuses(role: str, settings: CommonSettings) -> bool:
@@ -43,6 +37,7 @@ def _redis_refuses(role: str, settings: CommonSettings) -> bool:
 def _bad_gpus(gpus: str) -> bool:
     """Says why, in one line, and returns True when ``gpus`` does not split into engines."""
     from genq.cli.gpus import GpuSpecError, gpu_groups  # noqa: PLC0415 - stdlib only
+    from genq.contract.settings import WorkerSettings  # noqa: PLC0415
 
     try:
         gpu_groups(gpus, WorkerSettings().engine_args.get("tensor_parallel_size", 1))
@@ -54,6 +49,7 @@ def _bad_gpus(gpus: str) -> bool:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from genq.cli import up  # noqa: PLC0415
+    from genq.contract.settings import UpSettings  # noqa: PLC0415
 
     settings = UpSettings()
     configure_logging(settings.log_level)
@@ -86,6 +82,7 @@ def cmd_api(_: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415
 
     from genq.contract.keys import KeysError, key_ring, read_keys  # noqa: PLC0415
+    from genq.contract.settings import ApiSettings  # noqa: PLC0415
 
     settings = ApiSettings()
     configure_logging(settings.log_level)
@@ -116,6 +113,8 @@ def cmd_api(_: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from genq.contract.settings import WorkerSettings  # noqa: PLC0415
+
     settings = WorkerSettings()
     configure_logging(settings.log_level)
     gpus = args.gpus if args.gpus is not None else settings.worker_gpus
@@ -169,6 +168,8 @@ def flower_args(settings: FlowerSettings) -> list[str]:
 
 
 def cmd_flower(_: argparse.Namespace) -> int:
+    from genq.contract.settings import FlowerSettings  # noqa: PLC0415
+
     settings = FlowerSettings()
     configure_logging(settings.log_level)
     try:
@@ -201,6 +202,7 @@ def cmd_flower(_: argparse.Namespace) -> int:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
+    from genq.contract.settings import CommonSettings  # noqa: PLC0415
     from worker.model_files import default_model_dir, is_prepared, prepare_default_model  # noqa: PLC0415
 
     settings = CommonSettings()
@@ -217,6 +219,7 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     from genq.contract import keys  # noqa: PLC0415
+    from genq.contract.settings import ApiSettings  # noqa: PLC0415
 
     settings = ApiSettings()
     path = settings.api_keys_path()

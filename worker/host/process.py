@@ -290,7 +290,7 @@ def host_main(path: str, name: str, parent_age_s: float) -> None:
         setproctitle.setproctitle(f"[genq engine host: {name}]")
     except ImportError:
         pass
-    from genq.cli.main import configure_logging  # noqa: PLC0415 - a fresh interpreter's imports
+    from genq.contract.logs import configure_logging  # noqa: PLC0415 - a fresh interpreter's
     from genq.contract.settings import worker_settings  # noqa: PLC0415
     from worker.host import runtime  # noqa: PLC0415
 
