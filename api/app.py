@@ -14,7 +14,8 @@ from fastapi import FastAPI
 
 import genq
 from api import shutdown
-from api.auth import AUTH_ERRORS, AUTHENTICATED, Access
+from api.access import Access
+from api.auth import AUTH_ERRORS, AUTHENTICATED
 from api.deps import Services
 from api.errors import install_error_handlers
 from api.job_stream import StreamReaders

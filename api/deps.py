@@ -9,12 +9,13 @@ that bookkeeping cost more than the job's own Redis step (ops/bench/api_ceiling.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from celery import Celery
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 
+from api.access import Access
 from api.job_stream import StreamReaders
 from api.waiter import JobWaiter
 from genq.contract.settings import ApiSettings
@@ -22,9 +23,6 @@ from genq.contract.ssrf import AllowList
 from genq.store.batches import BatchStore
 from genq.store.jobs import JobStore
 from genq.store.models import ModelCatalog
-
-if TYPE_CHECKING:
-    from api.auth import Access
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,7 @@ class Services:
     celery: Celery  # builds task messages only; the API never connects it to the broker
     webhook_allow: AllowList
     streams: StreamReaders  # output streams' readers, on a Redis pool of their own
-    access: Access  # API keys and their limits (api.auth)
+    access: Access  # API keys and their limits (api.access)
     models: ModelCatalog  # the models served, and a job's default (genq.contract.models)
 
 

@@ -13,7 +13,6 @@ import uuid
 from api import metrics
 from api.deps import Services
 from api.errors import ApiError
-from api.routes.workers import warm_workers
 from genq.contract import ssrf
 from genq.contract.constants import idempotency_key, model_queue
 from genq.contract.models import ModelError
@@ -21,6 +20,7 @@ from genq.contract.schemas import JobCreate, JobInput, JobPayload, JobRecord, Jo
 from genq.contract.settings import ApiSettings
 from genq.store.jobs import JobStore, OwnerBusy, QueueFull
 from genq.store.queue import task_message
+from genq.store.workers import warm_workers
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 # Retry-After for a key at its active-jobs limit: one of its jobs must end first, and no rate is

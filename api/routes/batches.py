@@ -11,7 +11,7 @@ from api.auth import Caller, CallerDep
 from api.cancel import ask_to_stop, canceled_before_run
 from api.deps import ServicesDep
 from api.errors import ApiError
-from api.routes.jobs import job_url
+from api.responses import job_url
 from api.submit_batch import submit_batch
 from genq.contract.batches import BatchCreate, BatchPublic, BatchRecord
 from genq.contract.schemas import ErrorBody, JobStatus

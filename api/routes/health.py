@@ -8,8 +8,8 @@ from fastapi.responses import JSONResponse
 
 from api.deps import ServicesDep
 from api.errors import error_response
-from api.routes.workers import warm_workers
 from genq.contract.schemas import ErrorBody
+from genq.store.workers import warm_workers
 
 router = APIRouter(tags=["health"])
 

@@ -10,67 +10,23 @@ from fastapi import APIRouter, Header, Request, Response, status
 
 from api.auth import CallerDep, not_found, owned_job
 from api.cancel import ask_to_stop, canceled_before_run
-from api.deps import Services, ServicesDep
+from api.deps import ServicesDep
 from api.errors import ApiError
+from api.responses import JOBS_PREFIX, job_url, prefer_wait, public, waited
 from api.submit import request_hash, submit_job
 from genq.contract.schemas import (
     MAX_DEADLINE_S,
     ErrorBody,
     JobCreate,
     JobPublic,
-    JobRecord,
     JobStatus,
 )
 from genq.contract.webhooks import completed_delivery
 from genq.store.jobs import TransitionRefused
 
-PREFIX = "/v1/jobs"
-router = APIRouter(prefix=PREFIX, tags=["jobs"])
+router = APIRouter(prefix=JOBS_PREFIX, tags=["jobs"])
 
 _ERRORS = {s: {"model": ErrorBody} for s in (400, 401, 404, 409, 413, 422, 429, 503)}
-
-MAX_WAIT_S = 60  # the longest ``Prefer: wait`` (as Replicate's API)
-
-
-def prefer_wait(prefer: str | None) -> int | None:
-    """``Prefer: wait=N`` (RFC 7240; other preferences beside it are ignored) -> N seconds;
-    ``wait`` alone is the longest wait. None when the header asks for no wait."""
-    for preference in (prefer or "").split(","):
-        name, _, value = preference.strip().partition("=")
-        if name.strip().lower() != "wait":
-            continue
-        value = value.strip().strip('"')
-        if not value:
-            return MAX_WAIT_S
-        if not value.isdigit() or not 1 <= int(value) <= MAX_WAIT_S:
-            raise ApiError(
-                422,
-                "invalid_request",
-                f"Prefer: wait={value} must be a whole number of seconds from 1 to {MAX_WAIT_S}",
-            )
-        return int(value)
-    return None
-
-
-async def waited(svc: Services, record: JobRecord, wait_s: int, response: Response) -> JobRecord:
-    """The job once terminal, or as it is after ``wait_s``."""
-    response.headers["Preference-Applied"] = f"wait={wait_s}"
-    if record.status.is_terminal():
-        return record
-    done = await svc.waiter.wait(record.id, wait_s)
-    if done is None:
-        raise ApiError(404, "not_found", f"job {record.id} expired while waited for")
-    return done
-
-
-def job_url(request: Request, job_id: str) -> str:
-    # What request.url_for("get_job", ...) gives, without its search through every route.
-    return f"{request.base_url}{PREFIX[1:]}/{job_id}"
-
-
-def public(request: Request, record: JobRecord) -> JobPublic:
-    return JobPublic.from_record(record, job_url(request, record.id))
-
 
 _REPLAY = {200: {"model": JobPublic, "description": "the job this Idempotency-Key created"}}
 

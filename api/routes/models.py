@@ -9,9 +9,9 @@ from api.auth import AUTH_ERRORS, CallerDep
 from api.deps import Services, ServicesDep
 from api.errors import ApiError
 from api.openai_models import Model, ModelList
-from api.routes.workers import warm_workers
 from genq.contract.constants import model_queued_key
 from genq.contract.schemas import ErrorBody
+from genq.store.workers import warm_workers
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 

@@ -32,9 +32,7 @@ from api.openai_models import (
     CompletionRequest,
     Usage,
 )
-from api.routes.generate import succeeded
-from api.routes.jobs import job_url
-from api.routes.stream import SSE_HEADERS
+from api.responses import SSE_HEADERS, job_url, succeeded
 from api.submit import new_job_id, submit_job
 from genq.contract.models import ModelError, UnknownModel
 from genq.contract.schemas import ErrorBody, JobInput, JobRecord, JobStatus

@@ -6,9 +6,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import ServicesDep
-from api.routes.workers import warm_workers
-from genq.contract.constants import QUEUED_COUNT, model_queued_key
 from genq.contract.schemas import QueueRate, QueueStatus, WorkerInfo
+from genq.store.workers import warm_workers
 
 router = APIRouter(prefix="/v1/queue", tags=["queue"])
 
@@ -28,12 +27,12 @@ def _rate(depth: int, workers: list[WorkerInfo]) -> QueueRate:
 @router.get("")
 async def queue_status(svc: ServicesDep) -> QueueStatus:
     names = await svc.models.known()
-    total, *depths = await svc.redis.mget([QUEUED_COUNT, *(model_queued_key(n) for n in names)])
+    total, depths = await svc.store.queued_counts(names)
     workers = await warm_workers(svc.redis)
     return QueueStatus(
-        **_rate(int(total or 0), workers).model_dump(),
+        **_rate(total, workers).model_dump(),
         models={
-            name: _rate(int(depth or 0), [w for w in workers if w.model == name])
+            name: _rate(depth, [w for w in workers if w.model == name])
             for name, depth in zip(names, depths)
         },
     )

@@ -21,21 +21,11 @@ from fastapi.responses import StreamingResponse
 from api.auth import AUTH_ERRORS, CallerDep, owned_job
 from api.deps import Services, ServicesDep
 from api.job_stream import JobGone
-from api.routes.jobs import PREFIX, public
+from api.responses import JOBS_PREFIX, SSE_HEADERS, public, sse
 from genq.contract.schemas import ErrorBody, ErrorDetail
 from genq.store import streams
 
-router = APIRouter(prefix=PREFIX, tags=["jobs"])
-
-SSE_HEADERS = {
-    "Cache-Control": "no-cache",
-    "X-Accel-Buffering": "no",  # nginx: pass each event on at once
-}
-
-
-def sse(event: str, data: str, event_id: str | None = None) -> bytes:
-    head = f"id: {event_id}\n" if event_id else ""
-    return f"{head}event: {event}\ndata: {data}\n\n".encode()
+router = APIRouter(prefix=JOBS_PREFIX, tags=["jobs"])
 
 
 async def _events(svc: Services, request: Request, job_id: str, after: str) -> AsyncIterator[bytes]:

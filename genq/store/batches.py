@@ -36,55 +36,8 @@ from genq.contract.constants import (
 )
 from genq.contract.schemas import JobRecord, JobStatus
 from genq.contract.webhooks import batch_completed_delivery
+from genq.store import scripts
 from genq.store.jobs import OwnerBusy, QueueFull, encode_record, queued_counter
-
-# KEYS: the batch hash, the queued counter of all models, then per job three: its hash, its
-# queue's Redis list, its model's queued counter (genq.store.jobs). ARGV: TTL seconds, the most jobs
-# of one model that may wait, n, the owner's set of active jobs ('' for none: genq.store.jobs's _CREATE
-# keeps it), the most active jobs it may have, then the batch's field/value count and pairs,
-# then per job: its queue message, its field/value count and pairs. Returns {'full', jobs
-# waiting, the counter} or {'busy', the owner's active jobs} with nothing written when the n jobs
-# do not fit under a limit, else {'created', ''}.
-_CREATE_BATCH = """
-local n = tonumber(ARGV[3])
-local adding = {}
-for j = 1, n do
-  local counter = KEYS[3 * j + 2]
-  adding[counter] = (adding[counter] or 0) + 1
-end
-for counter, k in pairs(adding) do
-  local waiting = tonumber(redis.call('GET', counter) or '0')
-  if waiting + k > tonumber(ARGV[2]) then return {'full', tostring(waiting), counter} end
-end
-local owner = ARGV[4]
-if owner ~= '' and redis.call('SCARD', owner) + n > tonumber(ARGV[5]) then
-  for _, job in ipairs(redis.call('SMEMBERS', owner)) do
-    local status = redis.call('HGET', job, 'status')
-    if status ~= 'queued' and status ~= 'processing' then redis.call('SREM', owner, job) end
-  end
-  local active = redis.call('SCARD', owner)
-  if active + n > tonumber(ARGV[5]) then return {'busy', tostring(active), ''} end
-end
-local count = tonumber(ARGV[6])
-redis.call('HSET', KEYS[1], unpack(ARGV, 7, 6 + count))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-local i = 7 + count
-for j = 1, n do
-  local job = KEYS[3 * j]
-  count = tonumber(ARGV[i + 1])
-  redis.call('HSET', job, unpack(ARGV, i + 2, i + 1 + count))
-  redis.call('EXPIRE', job, ARGV[1])
-  redis.call('LPUSH', KEYS[3 * j + 1], ARGV[i])
-  if owner ~= '' then redis.call('SADD', owner, job) end
-  i = i + 2 + count
-end
-if owner ~= '' then redis.call('EXPIRE', owner, ARGV[1]) end
-for counter, k in pairs(adding) do
-  if counter ~= KEYS[2] then redis.call('INCRBY', counter, k) end
-end
-redis.call('INCRBY', KEYS[2], n)
-return {'created', '', ''}
-"""
 
 
 def _batch_pairs(batch: BatchRecord) -> list[str]:
@@ -132,7 +85,7 @@ class BatchStore:
     def __init__(self, redis: Redis, ttl_s: int):
         self.redis = redis
         self.ttl_s = ttl_s
-        self._create = redis.register_script(_CREATE_BATCH)
+        self._create = redis.register_script(scripts.CREATE_BATCH)
 
     async def create(
         self,

@@ -22,16 +22,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 
 from genq.contract.constants import (
-    BATCH_KEY_PREFIX,
     JOB_DONE_CHANNEL,
-    KEY_PREFIX,
-    MODEL_QUEUED_PREFIX,
     PROCESSING_SET,
     QUEUED_COUNT,
     WEBHOOK_SCHEDULE,
@@ -44,157 +41,12 @@ from genq.contract.constants import (
 )
 from genq.contract.schemas import JobOutput, JobRecord, JobStatus
 from genq.contract.webhooks import Delivery, completed_delivery
-from genq.store import streams
+from genq.store import scripts, streams
 from genq.store.coalesce import CoalescedScript
 
 _JSON_FIELDS = ("input", "output", "error", "metrics", "webhook_events_filter")
 _FLOAT_FIELDS = ("created_at", "started_at", "completed_at")
 _INT_FIELDS = ("attempts",)
-
-# KEYS[1] the job hash, KEYS[2] the idempotency key ('' for none), KEYS[3] the job's model's
-# queued counter (checked against the limit), KEYS[4] the queue's Redis list ('' to enqueue
-# nothing), KEYS[5] the owner's set of active job keys ('' for no owner), KEYS[6] the queued
-# counter of all models. ARGV: TTL seconds, idempotency value, the most jobs that may wait, the
-# job's queue message, the most active jobs the owner may have, then the record's field/value
-# pairs. Nothing is written when it returns {'exists', the key's value} (the key is taken),
-# {'full', jobs waiting} or {'busy', the owner's active jobs}; else {'created', ''}, with the
-# record and its message both written.
-# The owner's set is pruned (members whose job ended or expired) only when it looks full, so a
-# create costs O(1) amortized; a key really at its limit pays O(limit) per refused try, which its
-# request rate bounds. Members are job keys, read by name as _LAPSED reads its keys.
-_CREATE = """
-if KEYS[2] ~= '' then
-  local existing = redis.call('GET', KEYS[2])
-  if existing then return {'exists', existing} end
-end
-local waiting = tonumber(redis.call('GET', KEYS[3]) or '0')
-if waiting >= tonumber(ARGV[3]) then return {'full', tostring(waiting)} end
-if KEYS[5] ~= '' and redis.call('SCARD', KEYS[5]) >= tonumber(ARGV[5]) then
-  for _, job in ipairs(redis.call('SMEMBERS', KEYS[5])) do
-    local status = redis.call('HGET', job, 'status')
-    if status ~= 'queued' and status ~= 'processing' then redis.call('SREM', KEYS[5], job) end
-  end
-  local active = redis.call('SCARD', KEYS[5])
-  if active >= tonumber(ARGV[5]) then return {'busy', tostring(active)} end
-end
-if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[1]) end
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('INCR', KEYS[3])
-if KEYS[6] ~= KEYS[3] then redis.call('INCR', KEYS[6]) end
-if KEYS[4] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[4]) end
-if KEYS[5] ~= '' then
-  redis.call('SADD', KEYS[5], KEYS[1])
-  redis.call('EXPIRE', KEYS[5], ARGV[1])
-end
-return {'created', ''}
-"""
-
-# A queued job that leaves the queue (started, or ended unrun) leaves the waiting counts: all
-# models' (KEYS[2]) and its own model's, named by its hash (KEYS[1]). Shared by _TRANSITION and
-# _CLAIM.
-_LEAVE_QUEUE = f"""redis.call('DECR', KEYS[2])
-  local model = redis.call('HGET', KEYS[1], 'model')
-  if model then redis.call('DECR', '{MODEL_QUEUED_PREFIX}' .. model) end"""
-
-# KEYS: the job hash, the queued counter, the processing set, the job's lease, the webhook
-# schedule, the job's output stream. ARGV: allowed current statuses (space separated), new
-# status, channel to publish the job id on ('' for none), job id, TTL seconds ('' to keep), the
-# worker that must own the job ('' for any), the ``completed`` delivery to schedule if the job's
-# webhook wants it ('' for none), the time to schedule it at, the job's last ``output`` stream
-# entry as index ('' for none), text and output tokens (worker.host.streams: written in this step,
-# just before the stream's end), then field/value pairs. The message published is the job id, a
-# space, and the hash after the change as a JSON array of fields and values. Returns
-# {1, previous status} when applied, {0, current status} when refused ('' if no such job). A job of a batch (field batch_id) that ends counts its batch down; the
-# batch's last job completes it, in this same step, so exactly once (genq.store.batches).
-_TRANSITION = (
-    """
-local current = redis.call('HGET', KEYS[1], 'status')
-if not current then return {0, ''} end
-local allowed = false
-for s in string.gmatch(ARGV[1], '%S+') do
-  if s == current then allowed = true end
-end
-if not allowed then return {0, current} end
-if ARGV[6] ~= '' and redis.call('HGET', KEYS[1], 'worker') ~= ARGV[6] then return {0, current} end
-if current == 'queued' then
-  $LEAVE_QUEUE
-end
-if current == 'processing' and ARGV[2] ~= 'processing' then
-  redis.call('SREM', KEYS[3], ARGV[4])
-  redis.call('DEL', KEYS[4])
-end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], unpack(ARGV, 12))
-if ARGV[9] ~= '' then
-  $LAST_OUTPUT
-end
-if ARGV[5] ~= '' then
-  redis.call('EXPIRE', KEYS[1], ARGV[5])
-  redis.call('XADD', KEYS[6], '*', 'e', 'end', 's', ARGV[2])
-  redis.call('EXPIRE', KEYS[6], ARGV[5])
-end
-if ARGV[7] ~= '' then
-  local events = redis.call('HGET', KEYS[1], 'webhook_events_filter')
-  if events and string.find(events, '"completed"', 1, true) then
-    redis.call('ZADD', KEYS[5], ARGV[8], ARGV[7])
-  end
-end
-if ARGV[3] ~= '' then
-  redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. cjson.encode(redis.call('HGETALL', KEYS[1])))
-end
--- batch: the last job of a batch to end sets its completed_at and schedules its webhook
-local batch = ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'batch_id')
-local bkey = batch and '$BATCH_KEY_PREFIX' .. batch
-if bkey and redis.call('EXISTS', bkey) == 1 and redis.call('HINCRBY', bkey, 'pending', -1) == 0 then
-  redis.call('HSET', bkey, 'completed_at', ARGV[8])
-  redis.call('EXPIRE', bkey, ARGV[5])
-  local delivery = redis.call('HGET', bkey, 'delivery')
-  if delivery then redis.call('ZADD', KEYS[5], ARGV[8], delivery) end
-end
-return {1, current}
-""".replace("$BATCH_KEY_PREFIX", BATCH_KEY_PREFIX)
-    .replace("$LEAVE_QUEUE", _LEAVE_QUEUE)
-    .replace("$LAST_OUTPUT", streams.xadd_output_lua("KEYS[6]", "ARGV[9]", "ARGV[10]", "ARGV[11]"))
-)
-
-# Claim a job for a worker: from "queued", or from "processing" whose lease lapsed (its worker
-# died). KEYS: the job hash, the queued counter, the processing set, the job's lease, the job's
-# output stream. ARGV: worker, started_at, lease milliseconds, job id, TTL seconds.
-# Returns {1, attempts} when claimed, {0, current status} when not.
-_CLAIM = """
-local current = redis.call('HGET', KEYS[1], 'status')
-if not current then return {0, ''} end
-if current == 'processing' then
-  if redis.call('EXISTS', KEYS[4]) == 1 then return {0, current} end
-elseif current == 'queued' then
-  $LEAVE_QUEUE
-else
-  return {0, current}
-end
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'status', 'processing', 'worker', ARGV[1], 'started_at', ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[4])
-redis.call('SET', KEYS[4], ARGV[1], 'PX', ARGV[3])
-redis.call('XADD', KEYS[5], '*', 'e', 'start', 'a', attempts)
-redis.call('EXPIRE', KEYS[5], ARGV[5])
-return {1, attempts}
-""".replace("$LEAVE_QUEUE", _LEAVE_QUEUE)
-
-# Processing jobs whose lease lapsed and that no janitor resent lately. KEYS: the processing set.
-# ARGV: the key prefix, seconds before the same job may be resent again.
-_LAPSED = """
-local out = {}
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('EXISTS', ARGV[1] .. 'lease:' .. id) == 0 then
-    if redis.call('HGET', ARGV[1] .. 'job:' .. id, 'status') ~= 'processing' then
-      redis.call('SREM', KEYS[1], id)
-    elseif redis.call('SET', ARGV[1] .. 'requeued:' .. id, '1', 'NX', 'EX', ARGV[2]) then
-      table.insert(out, id)
-    end
-  end
-end
-return out
-"""
 
 
 def queued_counter(model: str | None) -> str:
@@ -291,11 +143,11 @@ class JobStore:
     def __init__(self, redis: Redis, ttl_s: int):
         self.redis = redis
         self.ttl_s = ttl_s
-        self._transition = redis.register_script(_TRANSITION)
+        self._transition = redis.register_script(scripts.TRANSITION)
         # A burst of creates goes out in a few pipelines (genq.store.coalesce), not a call each.
-        self._create = CoalescedScript(redis, _CREATE)
-        self._claim = redis.register_script(_CLAIM)
-        self._lapsed = redis.register_script(_LAPSED)
+        self._create = CoalescedScript(redis, scripts.CREATE_JOB)
+        self._claim = redis.register_script(scripts.CLAIM)
+        self._lapsed = redis.register_script(scripts.LAPSED)
 
     async def create(
         self,
@@ -334,10 +186,10 @@ class JobStore:
             raise OwnerBusy(int(detail))
         return detail if outcome == "exists" else None
 
-    async def queued_count(self, model: str | None = None) -> int:
-        """Jobs waiting to start: of ``model``, or of all models."""
-        key = QUEUED_COUNT if model is None else model_queued_key(model)
-        return int(await self.redis.get(key) or 0)
+    async def queued_counts(self, models: Sequence[str] = ()) -> tuple[int, list[int]]:
+        """Jobs waiting to start, of all models and of each of ``models``, in one round trip."""
+        total, *each = await self.redis.mget([QUEUED_COUNT, *map(model_queued_key, models)])
+        return int(total or 0), [int(n or 0) for n in each]
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self.redis.hgetall(job_key(job_id))
@@ -471,4 +323,4 @@ class JobStore:
     async def lapsed_jobs(self, resend_after_s: int) -> list[str]:
         """Processing jobs whose worker died (their lease lapsed), each returned once per
         ``resend_after_s``."""
-        return list(await self._lapsed(keys=[PROCESSING_SET], args=[KEY_PREFIX, resend_after_s]))
+        return list(await self._lapsed(keys=[PROCESSING_SET], args=[resend_after_s]))

@@ -45,27 +45,6 @@ def output_fields(index: int, text: str, output_tokens: int) -> dict[str, str | 
     return {"e": "out", "i": index, "t": text, "n": output_tokens}
 
 
-def xadd_output_lua(stream: str, index: str, text: str, output_tokens: str) -> str:
-    """The Lua call that appends an ``output`` entry (the fields of output_fields), its
-    arguments Lua expressions: for the scripts that write one (here, and genq.store.jobs's terminal
-    transition, which writes a job's last delta)."""
-    return (
-        f"redis.call('XADD', {stream}, '*', 'e', 'out', 'i', {index}, 't', {text}, "
-        f"'n', {output_tokens})"
-    )
-
-
-# Many jobs' ``output`` entries in one call: KEYS are the jobs' streams, ARGV three values per
-# key: index, text, output tokens. One script call instead of a pipeline of XADDs costs the
-# caller a fifth of the CPU (1.0 vs 5.0 ms for 256 jobs, measured).
-APPEND_OUTPUTS = f"""
-for i = 1, #KEYS do
-  {xadd_output_lua("KEYS[i]", "ARGV[3*i-2]", "ARGV[3*i-1]", "ARGV[3*i]")}
-end
-return #KEYS
-"""
-
-
 def decode(fields: Mapping[str, str]) -> Entry:
     kind = fields["e"]
     if kind == "out":

@@ -48,6 +48,7 @@ from genq.contract.webhooks import (
     parse_retry_after,
     signed_headers,
 )
+from genq.store import scripts
 from genq.store.batches import read_batch
 from genq.store.jobs import decode_record
 from genq.store.queue import celery_message
@@ -240,21 +241,6 @@ def _host_header(target: ssrf.Target) -> str:
     return host if target.port == default else f"{host}:{target.port}"
 
 
-# KEYS: the schedule, the queue's list. ARGV: n, then n members, then their n messages. A member
-# still in the schedule is removed and its message pushed; returns how many were.
-_MOVE_DUE = """
-local n = tonumber(ARGV[1])
-local moved = 0
-for i = 1, n do
-  if redis.call('ZREM', KEYS[1], ARGV[1 + i]) == 1 then
-    redis.call('LPUSH', KEYS[2], ARGV[1 + n + i])
-    moved = moved + 1
-  end
-end
-return moved
-"""
-
-
 class Scheduler:
     """Every ``poll_s``, move the deliveries that are due onto the webhooks queue."""
 
@@ -264,7 +250,7 @@ class Scheduler:
         self.redis = client
         self.celery = celery
         self.poll_s = poll_s
-        self._move = client.register_script(_MOVE_DUE)
+        self._move = client.register_script(scripts.MOVE_DUE_WEBHOOKS)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from genq.contract.constants import stream_key  # noqa: E402
 from genq.store.embedded import EmbeddedRedis  # noqa: E402
-from genq.store.streams import APPEND_OUTPUTS, output_fields  # noqa: E402
+from genq.store.scripts import APPEND_OUTPUTS  # noqa: E402
+from genq.store.streams import output_fields  # noqa: E402
 
 
 async def measure(url: str, jobs: int, flushes: int) -> dict[str, tuple[float, float]]:

@@ -14,7 +14,7 @@ import redis
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from api import auth
+from api import access, auth
 from api.app import create_app
 from genq.contract.keys import create_key, revoke_key
 from genq.contract.settings import ApiSettings
@@ -76,7 +76,7 @@ def test_without_keys_anyone_may_call_and_a_warning_says_so(
     flushed: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = ApiSettings(redis_url=flushed, api_keys_file=tmp_path / "absent.json")
-    with caplog.at_level(logging.WARNING, logger="api.auth"):
+    with caplog.at_level(logging.WARNING, logger="api.access"):
         with TestClient(create_app(settings)) as client:
             job = client.post("/v1/jobs", json=JOB)
             assert job.status_code == 202
@@ -199,12 +199,12 @@ def test_active_jobs_limit_then_allowed_again_once_one_ends(
 def test_keys_created_or_revoked_apply_without_a_restart(keyed: tuple[TestClient, Keys]) -> None:
     client, keys = keyed
     new = create_key(keys.path, "new")
-    deadline = time.monotonic() + auth.RELOAD_CHECK_S + 2
+    deadline = time.monotonic() + access.RELOAD_CHECK_S + 2
     while client.get("/v1/queue", headers=bearer(new)).status_code != 200:
         assert time.monotonic() < deadline, "a new key was not picked up"
         time.sleep(0.1)
     revoke_key(keys.path, "new")
-    deadline = time.monotonic() + auth.RELOAD_CHECK_S + 2
+    deadline = time.monotonic() + access.RELOAD_CHECK_S + 2
     while client.get("/v1/queue", headers=bearer(new)).status_code != 401:
         assert time.monotonic() < deadline, "a revoked key still works"
         time.sleep(0.1)

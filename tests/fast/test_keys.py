@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from genq.cli.main import main as cli
+from genq.cli import main as cli
 from genq.contract import keys
 from genq.contract.keys import KeysError, KeysFile, create_key, key_ring, read_keys, revoke_key
 

@@ -287,10 +287,10 @@ def test_the_queued_count_follows_the_jobs(with_store) -> None:
         counts = []
         first = await queued(store, "a")
         await queued(store, "b")
-        counts.append(await store.queued_count())
+        counts.append((await store.queued_counts())[0])
         # a: queued -> processing -> succeeded
         await run_job(first, store, FakeEngine(), RunOptions("w1"))
-        counts.append(await store.queued_count())
+        counts.append((await store.queued_counts())[0])
         await store.transition("b", [JobStatus.QUEUED], JobStatus.CANCELED)
         counts.append(int(await redis.get(QUEUED_COUNT)))
         return counts
@@ -307,7 +307,7 @@ def test_an_idempotency_key_creates_one_job(with_store) -> None:
             return await store.create(record, ("genq:idem:k1", f'{{"id": "{job_id}"}}'))
 
         results = await asyncio.gather(*(create(f"j{i}") for i in range(10)))
-        return results, await store.queued_count()
+        return results, (await store.queued_counts())[0]
 
     results, count = with_store(scenario)
     assert results.count(None) == 1  # exactly one created
@@ -406,7 +406,7 @@ def test_a_full_queue_refuses_new_jobs_but_replays_an_idempotency_key(with_store
         assert await store.get("c") is None
         # The first request again: its job, not a 429.
         assert await store.create(record("d"), ("genq:idem:a", "again"), max_queued=2) == "first"
-        assert await store.queued_count() == 2
+        assert (await store.queued_counts())[0] == 2
 
     with_store(scenario)
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from genq.contract.constants import stream_key
-from genq.store.streams import APPEND_OUTPUTS, Output
+from genq.store.scripts import APPEND_OUTPUTS
+from genq.store.streams import Output
 from worker.host.engine import Progress
 
 log = logging.getLogger(__name__)

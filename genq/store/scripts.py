@@ -1,0 +1,46 @@
+"""genq's Redis Lua scripts: one file each under ``lua/``, read once, when this module is imported.
+
+Each file opens with a comment that gives its KEYS, ARGV and reply. A script names genq's key
+prefixes as ``${NAME}``, filled in here from genq.contract.constants, so that every key name is
+written in one place; a fragment two scripts share (lua/leave_queue.lua) goes in the same way.
+Callers register the text with redis-py (``register_script``: loaded into Redis once, then run by
+its SHA).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from string import Template
+
+from genq.contract import constants
+
+
+def _read(name: str) -> str:
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text()
+
+
+_VALUES = {
+    "MODEL_QUEUED_PREFIX": constants.MODEL_QUEUED_PREFIX,
+    "BATCH_KEY_PREFIX": constants.BATCH_KEY_PREFIX,
+    "JOB_KEY_PREFIX": constants.JOB_KEY.format(job_id=""),
+    "LEASE_KEY_PREFIX": constants.LEASE_KEY.format(job_id=""),
+    "REQUEUED_KEY_PREFIX": constants.REQUEUED_KEY.format(job_id=""),
+}
+_FRAGMENT = Template(_read("leave_queue")).substitute(_VALUES)
+_VALUES["LEAVE_QUEUE"] = "\n  ".join(
+    line for line in _FRAGMENT.strip().splitlines() if not line.startswith("--")
+)
+
+
+def _load(name: str) -> str:
+    return Template(_read(name)).substitute(_VALUES)
+
+
+CREATE_JOB = _load("create_job")
+TRANSITION = _load("transition")
+CLAIM = _load("claim")
+LAPSED = _load("lapsed")
+CREATE_BATCH = _load("create_batch")
+APPEND_OUTPUTS = _load("append_outputs")
+MOVE_DUE_WEBHOOKS = _load("move_due_webhooks")
+RATE_LIMIT = _load("rate_limit")
