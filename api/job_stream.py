@@ -1,5 +1,5 @@
-"""Following a job's output stream (genq.store.streams) from the API: what ``GET /v1/jobs/{id}/stream``
-and the OpenAI front's ``stream: true`` both read.
+"""Following a job's output stream (genq.store.streams) from the API: what ``GET
+/v1/jobs/{id}/stream`` and the OpenAI front's ``stream: true`` both read.
 
 Each reader blocks on ``XREAD`` on a connection of its own, from a pool kept apart from the one
 the other routes use, so a thousand open streams never make a ``POST /v1/jobs`` wait for a

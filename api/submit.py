@@ -1,6 +1,6 @@
-"""Accepting a job: find its model (genq.contract.models), refuse it if that model's queue is full (or its
-key has too many jobs active), write its record and put its message on its model's queue, all in
-one atomic Redis step (genq.store.jobs)."""
+"""Accepting a job: find its model (genq.contract.models), refuse it if that model's queue is full
+(or its key has too many jobs active), write its record and put its message on its model's queue,
+all in one atomic Redis step (genq.store.jobs)."""
 
 from __future__ import annotations
 

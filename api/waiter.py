@@ -1,8 +1,8 @@
 """Wait for jobs to finish without polling: one Redis pub/sub subscription per API process.
 
 Workers publish a job's id and record on ``genq:jobs:done`` in the same atomic step that makes it
-terminal (genq.store.jobs). Waiters register a future per job id; the listener resolves them with the
-record from the message, so a waiter answers without reading it back (one Redis round trip less
+terminal (genq.store.jobs). Waiters register a future per job id; the listener resolves them with
+the record from the message, so a waiter answers without reading it back (one Redis round trip less
 per synchronous request). If the subscription drops, every waiter is woken to re-read its record,
 so none waits on a lost message.
 """

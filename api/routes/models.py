@@ -1,5 +1,5 @@
-"""``GET /v1/models``: the models served here (genq.contract.models), OpenAI's list shape, each with its
-warm workers and its jobs waiting; ``GET /v1/models/{model}``: one of them."""
+"""``GET /v1/models``: the models served here (genq.contract.models), OpenAI's list shape, each with
+its warm workers and its jobs waiting; ``GET /v1/models/{model}``: one of them."""
 
 from __future__ import annotations
 

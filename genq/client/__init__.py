@@ -8,8 +8,8 @@ httpx, with the same methods::
         for delta in genq.stream(job.id):
             print(delta, end="", flush=True)
 
-Results are the API's own models (``genq.contract.schemas.JobPublic``). Every non-2xx answer raises a
-``GenqError`` subclass carrying the API's error body; network failures raise httpx's
+Results are the API's own models (``genq.contract.schemas.JobPublic``). Every non-2xx answer raises
+a ``GenqError`` subclass carrying the API's error body; network failures raise httpx's
 ``httpx.TransportError``, except inside a stream, which reconnects and resumes with
 ``Last-Event-ID``. Light on purpose: httpx and pydantic (no torch, vLLM, FastAPI or Celery).
 """

@@ -31,8 +31,8 @@ def job_body(
     deadline_s: float | None,
     sampling: dict[str, Any],
 ) -> dict[str, Any]:
-    """The JSON body of ``POST /v1/jobs`` (genq.contract.schemas.JobCreate), without unset fields. The
-    API validates it (InvalidRequest): the client does not second-guess the server's rules."""
+    """The JSON body of ``POST /v1/jobs`` (genq.contract.schemas.JobCreate), without unset fields.
+    The API validates it (InvalidRequest): the client does not second-guess the server's rules."""
     body: dict[str, Any] = {
         "prompt": prompt,
         "messages": None
@@ -163,8 +163,9 @@ class Client(_Base):
         **sampling: Any,
     ) -> JobPublic:
         """Submit a job (``prompt``, or chat ``messages``) with sampling fields (``max_tokens``,
-        ``temperature``, ...) and any other field of ``POST /v1/jobs`` (``model``). ``wait``: True until it is finished, a number of seconds at most
-        (the job as it is then: check ``status``), None to return at once (queued)."""
+        ``temperature``, ...) and any other field of ``POST /v1/jobs`` (``model``). ``wait``: True
+        until it is finished, a number of seconds at most (the job as it is then: check ``status``),
+        None to return at once (queued)."""
         body = job_body(prompt, messages, webhook, webhook_events, metadata, deadline_s, sampling)
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
         deadline = _wait_of(wait)

@@ -14,8 +14,8 @@ JOB_DONE_CHANNEL = KEY_PREFIX + "jobs:done"
 QUEUED_COUNT = KEY_PREFIX + "jobs:queued"
 MODEL_QUEUED_PREFIX = KEY_PREFIX + "jobs:queued:"
 MODEL_QUEUED_COUNT = MODEL_QUEUED_PREFIX + "{model}"
-# The models workers serve (genq.contract.models): a hash, model name -> when a worker of it last said so
-# (unix seconds), written by every worker from its start and by its heartbeat.
+# The models workers serve (genq.contract.models): a hash, model name -> when a worker of it last
+# said so (unix seconds), written by every worker from its start and by its heartbeat.
 MODELS_KEY = KEY_PREFIX + "models"
 # Pub/sub channel for cancel requests of running jobs: {"id": ..., "reason": ...}.
 CANCEL_CHANNEL = KEY_PREFIX + "jobs:cancel"
@@ -41,15 +41,17 @@ WORKERS_SET = KEY_PREFIX + "workers"
 WORKER_KEY = KEY_PREFIX + "worker:{name}"
 
 # A job's output as it is generated: a Redis stream beside its hash, kept as long as the job.
-# Entries: ``e=start a=<attempt>`` when a worker starts it (genq.store.jobs's claim), ``e=out i=<index>
-# t=<text delta> n=<output tokens so far>`` as it generates (worker.host.streams), ``e=end s=<status>``
-# when it ends (genq.store.jobs's terminal transition). Read by ``GET /v1/jobs/{id}/stream``.
+# Entries: ``e=start a=<attempt>`` when a worker starts it (genq.store.jobs's claim), ``e=out
+# i=<index> t=<text delta> n=<output tokens so far>`` as it generates (worker.host.streams), ``e=end
+# s=<status>`` when it ends (genq.store.jobs's terminal transition). Read by ``GET
+# /v1/jobs/{id}/stream``.
 STREAM_KEY = KEY_PREFIX + "job:{job_id}:stream"
 
 # Webhook attempts of a job, oldest first: one JSON object per attempt, kept as long as the job.
 DELIVERIES_KEY = KEY_PREFIX + "job:{job_id}:deliveries"
 # Webhook deliveries waiting to be sent: a sorted set, score = when (unix seconds), member = the
-# delivery as JSON. The webhooks process moves due members onto WEBHOOK_QUEUE (genq.contract.webhooks).
+# delivery as JSON. The webhooks process moves due members onto WEBHOOK_QUEUE
+# (genq.contract.webhooks).
 WEBHOOK_SCHEDULE = KEY_PREFIX + "webhooks:scheduled"
 
 # One Redis hash per batch, ``genq:batch:<id>`` (fields described in genq.store.batches), and its

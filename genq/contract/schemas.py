@@ -1,6 +1,7 @@
 """The job contract: one shape per role.
 
-- ``JobCreate``   what a client POSTs to ``/v1/jobs`` (validated at the edge, unknown fields refused).
+- ``JobCreate``   what a client POSTs to ``/v1/jobs`` (validated at the edge, unknown fields
+refused).
 - ``JobInput``    that request with every sampling field resolved to its default; stored and echoed.
 - ``JobPayload``  what travels on the queue to a worker (JSON only).
 - ``JobRecord``   what is stored in Redis for a job (see genq.store.jobs for the hash layout).

@@ -82,9 +82,9 @@ class CommonSettings(BaseSettings):
     # a webhook's URL at submit, the webhooks process again before each delivery.
     webhook_allow_hosts: str = ""
 
-    # Models (genq.contract.models): the names the API accepts besides those workers registered ("a,b";
-    # jobs for them wait until their workers start; Flower lists their queues), the one a job
-    # naming none gets (unset: the first of GENQ_MODELS, else the one registered), and how long
+    # Models (genq.contract.models): the names the API accepts besides those workers registered
+    # ("a,b"; jobs for them wait until their workers start; Flower lists their queues), the one a
+    # job naming none gets (unset: the first of GENQ_MODELS, else the one registered), and how long
     # a registered name no worker has mentioned is still accepted.
     models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     default_model: str | None = None
@@ -174,8 +174,8 @@ def _default_warmup_sampling() -> list[SamplingOptions]:
 
 
 class WarmupPolicy(BaseModel):
-    """What a worker runs on its engine before it takes its first job (worker/host/warmup.py), so that
-    no first user pays for a path the engine builds lazily. Every request must succeed, or the
+    """What a worker runs on its engine before it takes its first job (worker/host/warmup.py), so
+    that no first user pays for a path the engine builds lazily. Every request must succeed, or the
     worker does not start. Set as JSON in ``GENQ_WARMUP`` or a field at a time
     (``GENQ_WARMUP__PROMPT_TOKENS=[16,4096]``, ``GENQ_WARMUP__ENABLED=false``)."""
 
@@ -212,8 +212,9 @@ class WorkerSettings(CommonSettings):
     # Any vLLM engine option, as JSON: GENQ_ENGINE_ARGS='{"max_model_len": 4096}'.
     engine_args: dict[str, Any] = Field(default_factory=dict)
     # With more jobs than the engine batches, a backlog waits inside the engine; refill its batch
-    # in waves of this many slots, holding the backlog a few steps at most (worker/host/scheduler.py).
-    # Unset: a quarter of max_num_seqs. 0: vLLM's own scheduler, which admits each job at once.
+    # in waves of this many slots, holding the backlog a few steps at most
+    # (worker/host/scheduler.py). Unset: a quarter of max_num_seqs. 0: vLLM's own scheduler, which
+    # admits each job at once.
     admission_wave: int | None = Field(None, ge=0)
     admission_hold_steps: int | None = Field(None, ge=0)  # at most; unset: 4
     # A burst into a batch refilling from (nearly) empty (fewer than a wave running) is gathered

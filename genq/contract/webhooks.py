@@ -91,8 +91,8 @@ def webhook_id(job_id: str, event: str, seq: int = 0) -> str:
 
 @dataclass(frozen=True)
 class Delivery:
-    """One scheduled send of one event: the member of the schedule (genq.contract.constants), and the
-    argument of the delivery task. ``n`` counts the tries of this chain (it picks the next
+    """One scheduled send of one event: the member of the schedule (genq.contract.constants), and
+    the argument of the delivery task. ``n`` counts the tries of this chain (it picks the next
     delay); ``nonce`` keeps a redelivery distinct from the chain it repeats. ``object`` is what
     is sent: a job, or a batch (``job_id`` is then the batch's id)."""
 

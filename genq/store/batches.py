@@ -8,8 +8,8 @@ item order) and ``metadata`` as JSON. Its webhook attempts are a list beside it,
 
 - Created whole or not at all: one Lua step checks that the queue has room for every job, then
   writes the batch, every job record (each naming it in ``batch_id``) and every queue message.
-- Completed exactly once: the job store's transition script (genq.store.jobs), in the step that ends a
-  job of the batch, counts ``pending`` down; the step that reaches 0 sets ``completed_at`` and
+- Completed exactly once: the job store's transition script (genq.store.jobs), in the step that ends
+  a job of the batch, counts ``pending`` down; the step that reaches 0 sets ``completed_at`` and
   schedules the batch's webhook. Jobs ending at once on several workers are serialized by Redis.
 - Counts by status are read when the batch is read (one pipelined ``HGET status`` per job), not
   kept up to date in Lua: the batch object lists every job's status anyway, so the counts cost

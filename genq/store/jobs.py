@@ -3,19 +3,19 @@ move them through their states).
 
 One hash per job, ``genq:job:<id>``: ``status``, ``created_at``, ``started_at``, ``completed_at``,
 ``worker``, ``webhook``, ``url`` and ``batch_id`` (a job of a batch) as plain strings; ``input``,
-``output``, ``error``, ``metrics`` and ``webhook_events_filter`` as JSON. Its webhook attempts are a list beside it,
-``genq:job:<id>:deliveries`` (one JSON object each), read with the hash when it has a webhook.
-Every status change is one Lua script, so it is atomic and checked: a job moves only from the
-states the caller names (a canceled job is never started; a finished job is never finished twice),
-and reaching a terminal state publishes the job id and the record on ``genq:jobs:done`` in the
-same step (a waiting API process answers from the message, without reading the record back), and, when
-the job's webhook wants ``completed``, schedules that delivery (genq.contract.webhooks) in the same step.
-The same scripts keep ``genq:jobs:queued``, the number of jobs waiting to start, exact (and each
-model's own, ``genq:jobs:queued:<model>``, for a job whose ``model`` field names it), and mark
-the job's output stream (genq.store.streams): a ``start`` entry when a worker claims it, an ``end``
-entry when it ends, so a stream reader learns both in order with the text between them. A job
-made with an API key names it in ``owner``; creating it checks and adds to that key's set of
-active jobs (``genq:owner:<name>:active``) in the same step.
+``output``, ``error``, ``metrics`` and ``webhook_events_filter`` as JSON. Its webhook attempts are a
+list beside it, ``genq:job:<id>:deliveries`` (one JSON object each), read with the hash when it has
+a webhook. Every status change is one Lua script, so it is atomic and checked: a job moves only from
+the states the caller names (a canceled job is never started; a finished job is never finished
+twice), and reaching a terminal state publishes the job id and the record on ``genq:jobs:done`` in
+the same step (a waiting API process answers from the message, without reading the record back),
+and, when the job's webhook wants ``completed``, schedules that delivery (genq.contract.webhooks) in
+the same step. The same scripts keep ``genq:jobs:queued``, the number of jobs waiting to start,
+exact (and each model's own, ``genq:jobs:queued:<model>``, for a job whose ``model`` field names
+it), and mark the job's output stream (genq.store.streams): a ``start`` entry when a worker claims
+it, an ``end`` entry when it ends, so a stream reader learns both in order with the text between
+them. A job made with an API key names it in ``owner``; creating it checks and adds to that key's
+set of active jobs (``genq:owner:<name>:active``) in the same step.
 """
 
 from __future__ import annotations
@@ -294,7 +294,8 @@ class JobStore:
 
     async def claim(self, job_id: str, worker: str, started_at: float, lease_s: float) -> int:
         """Take a job to run: returns how many times it has been started, this time included.
-        Raises :class:`TransitionRefused` if it is not queued, nor processing with a lapsed lease."""
+        Raises :class:`TransitionRefused` if it is not queued, nor processing with a lapsed
+        lease."""
         claimed, value = await self._claim(
             keys=[
                 job_key(job_id),

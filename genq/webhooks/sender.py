@@ -3,8 +3,8 @@
 Light on purpose (no torch, no vLLM): it runs in the webhooks process (``genq webhooks``,
 genq.webhooks.app), never beside the engine, so a slow or dead receiver costs the GPU nothing.
 
-- :class:`Deliverer` makes one try: re-checks where the URL points (genq.contract.ssrf) and connects to
-  that checked address (no second lookup, so DNS cannot change it in between), signs the job
+- :class:`Deliverer` makes one try: re-checks where the URL points (genq.contract.ssrf) and connects
+  to that checked address (no second lookup, so DNS cannot change it in between), signs the job
   object (the batch object for a batch's ``completed``: header ``genq-object`` says which),
   POSTs it without following redirects, reads at most a few KiB of the answer, records the
   attempt on the job (or batch) and, for ``completed`` without a final answer, schedules the

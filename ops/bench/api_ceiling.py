@@ -1,8 +1,8 @@
 """The API's own ceiling: jobs accepted per second by ``POST /v1/jobs`` with no worker attached,
 beside a trivial FastAPI endpoint on the same machine (ops/bench/trivial_api.py) as the anchor.
 
-    .venv/bin/python ops/bench/api_ceiling.py [--connections 16,64] [--seconds 10] [--api-workers 1,2]
-        [--keys]
+    .venv/bin/python ops/bench/api_ceiling.py [--connections 16,64] [--seconds 10] [--api-workers
+        1,2] [--keys]
 
 Load comes from wrk (Debian package ``wrk``), a C load generator, so the client is not what
 limits; it shares the machine's cores with the server, as any load generator on one machine does.

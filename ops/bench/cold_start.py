@@ -15,9 +15,9 @@ so runs made in several calls add up):
   genq_no_warmup  caches kept, ``GENQ_WARMUP__ENABLED=false``: what warm-up buys
   bare_cached     the bare ``LLM(...)`` again, its caches kept
 
-Caches: each run points the compile caches (worker.host.engine.cache_env: vLLM's torch.compile cache,
-Triton's, CUDA's, FlashInfer's) at a folder under ``--cache-root``, one for the bare runs and one
-for genq's; a ``*_cold`` run empties its folder first.
+Caches: each run points the compile caches (worker.host.engine.cache_env: vLLM's torch.compile
+cache, Triton's, CUDA's, FlashInfer's) at a folder under ``--cache-root``, one for the bare runs and
+one for genq's; a ``*_cold`` run empties its folder first.
 
 The probe: a job queued before the worker starts (how soon after ready it is consumed, and how
 long it runs), then shape by shape the first job of that shape after ready vs the median of the

@@ -1,6 +1,6 @@
-"""Several models behind one API, each with its own queue and workers (genq.contract.models): the session's
-worker serves the default model; this module starts a second real worker that serves the same
-weights under another name, ``smollm-b``, and routes jobs between the two."""
+"""Several models behind one API, each with its own queue and workers (genq.contract.models): the
+session's worker serves the default model; this module starts a second real worker that serves the
+same weights under another name, ``smollm-b``, and routes jobs between the two."""
 
 from __future__ import annotations
 

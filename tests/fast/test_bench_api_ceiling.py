@@ -1,6 +1,7 @@
-"""The API-ceiling harness (ops/bench/api_ceiling.py, and api_burst.py on it) starts genq's API the way it measures it,
-and the jobs it sends are real: a record and a queue message each. Its load (wrk) is not run
-here; this catches a harness the API has moved away from (it once answered every job 422)."""
+"""The API-ceiling harness (ops/bench/api_ceiling.py, and api_burst.py on it) starts genq's API the
+way it measures it, and the jobs it sends are real: a record and a queue message each. Its load
+(wrk) is not run here; this catches a harness the API has moved away from (it once answered every
+job 422)."""
 
 from __future__ import annotations
 
