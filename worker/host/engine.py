@@ -167,23 +167,39 @@ def with_admission_waves(
     refilling from (nearly) empty gathered for at most ``gather_ms``; None: a quarter of
     ``max_num_seqs`` and worker.host.scheduler's defaults; a wave of 0 or 1: vLLM's own
     scheduler). A ``scheduler_cls`` of the user's wins. Only genq's worker takes it: the
-    benchmark's engine limit and ``vllm serve`` run vLLM as it ships."""
+    benchmark's engine limit and ``vllm serve`` run vLLM as it ships.
+
+    genq's scheduler toggles private fields of vLLM's: on a vLLM that lacks any of them
+    (worker.host.scheduler.missing), this logs one warning naming them and leaves vLLM's own
+    scheduler in place: a worker on a newer vLLM runs without waves, where it would fail to start
+    or hold nothing."""
     if wave is None:
         wave = int(args.get("max_num_seqs", 0)) // 4
     if wave <= 1 or args.get("scheduler_cls") is not None:
         return args
-    from worker.host.scheduler import (  # noqa: PLC0415 - imports vLLM
-        CONFIG_KEY,
-        GATHER_KEY,
-        HOLD_KEY,
-    )
+    try:
+        from worker.host import scheduler  # noqa: PLC0415 - imports vLLM
+
+        lacking = scheduler.missing()
+    except ImportError as exc:  # a vLLM whose scheduler classes or configs moved
+        lacking = [str(exc)]
+    if lacking:
+        from vllm import __version__  # noqa: PLC0415
+
+        log.warning(
+            "admission waves off: vLLM %s lacks %s, which genq's scheduler "
+            "(worker/host/scheduler.py) relies on; running on vLLM's own scheduler",
+            __version__,
+            ", ".join(lacking),
+        )
+        return args
 
     extra = dict(args.get("additional_config") or {})
-    extra[CONFIG_KEY] = wave
+    extra[scheduler.CONFIG_KEY] = wave
     if hold_steps is not None:
-        extra[HOLD_KEY] = hold_steps
+        extra[scheduler.HOLD_KEY] = hold_steps
     if gather_ms is not None:
-        extra[GATHER_KEY] = gather_ms
+        extra[scheduler.GATHER_KEY] = gather_ms
     return {
         **args,
         "scheduler_cls": "worker.host.scheduler.admission_waves",
@@ -341,9 +357,6 @@ class Engine:
     def unfinished_requests(self) -> int:
         """Requests the engine holds now (running or waiting inside vLLM)."""
         return int(self._llm.output_processor.get_num_unfinished_requests())
-
-    async def abort(self, request_id: str) -> None:
-        await self._llm.abort(request_id)
 
     @property
     def is_dead(self) -> bool:

