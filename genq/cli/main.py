@@ -121,9 +121,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if _redis_refuses("worker", settings):  # before vLLM's imports, which take seconds
         return 2
     if gpus is not None:  # a supervisor of one worker per GPU group, not a worker
-        from worker import gpus as supervisor  # noqa: PLC0415 - stdlib only: starts at once
+        from genq.cli import gpus as per_gpu  # noqa: PLC0415 - stdlib only: starts at once
 
-        return supervisor.run(settings, gpus)
+        return per_gpu.run(settings, gpus)
     # One process: its metrics live in memory (worker.health). A directory meant for the API's
     # processes would turn vLLM's and genq's metrics into files nobody sums.
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)

@@ -1,100 +1,41 @@
 """`genq up`: the whole stack in the foreground, for one machine.
 
-Starts Redis (embedded, unless ``REDIS_URL`` is set, with a password kept under the data dir),
-one worker, the webhooks process, the API and Flower, each as a child process in its own process
-group; prints the URLs, then "ready" once ``/readyz`` says so. Before anything starts, every port
-it will listen on must be free: a taken one ends it with exit code 2 and the variable to change.
-A worker or webhooks process that dies is restarted. Without ``GENQ_WEBHOOK_SECRET``, the webhook
-signing secret is made once under the data dir and printed; without ``GENQ_FLOWER_BASIC_AUTH``,
-so is a Flower login, so that its dashboard and its API both answer (Flower's API refuses every
-request where no login is set). SIGINT or SIGTERM stops every process it started (the engine's
-own children included) and the embedded Redis, leaving no process and no port behind.
+Starts Redis (embedded, unless ``REDIS_URL`` is set, with a password kept under the data dir), one
+worker, the webhooks process, the API and Flower, each as a child process in its own process group
+(genq.cli.supervisor); prints the URLs, then "ready" once ``/readyz`` says so. Before anything
+starts, every port it will listen on must be free: a taken one ends it with exit code 2 and the
+variable to change. A worker or webhooks process that dies is restarted. Without
+``GENQ_WEBHOOK_SECRET``, the webhook signing secret is made once under the data dir and printed;
+without ``GENQ_FLOWER_BASIC_AUTH``, so is a Flower login, so that its dashboard and its API both
+answer (Flower's API refuses every request where no login is set). SIGINT or SIGTERM stops every
+process it started (the engine's own children included) and the embedded Redis, leaving no process
+and no port behind.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
-import signal
 import socket
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 
 import httpx
 
+from genq.cli.supervisor import ALWAYS, NEVER, Child, Stop, Supervisor
 from genq.contract.kept import load_or_create
 from genq.contract.models import served_name
 from genq.contract.settings import UpSettings, WorkerSettings
 from genq.contract.webhooks import load_or_create_secret
 from genq.store.embedded import PASSWORD_FILE, EmbeddedRedis, load_or_create_password
 
-log = logging.getLogger(__name__)
-
-GRACE_S = 20.0  # SIGTERM -> SIGKILL for each child
+GRACE_S = 20.0  # SIGTERM -> SIGKILL, for all children together
 WORKER_RESTART_DELAY_S = 2.0
+POLL_S = 0.5
+ROLES = ("api", "worker", "webhooks", "flower")
+# Restarted however soon they exit; the API or Flower exiting stops everything (exit 1).
 RESTARTED_ROLES = ("worker", "webhooks")
-
-
-class _Stop(Exception):
-    pass
-
-
 FLOWER_LOGIN_FILE = "flower_login"
-
-
-def _raise_stop(signum: int, _frame: object) -> None:
-    raise _Stop(signal.Signals(signum).name)
-
-
-@dataclass
-class Child:
-    role: str
-    env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
-    restarts: int = field(default=0)
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "genq.cli.main", self.role],
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group: stopping it reaches its children
-        )
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def signal_group(self, sig: int) -> None:
-        if self.process is None:
-            return
-        try:
-            os.killpg(self.process.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    def wait(self, timeout_s: float) -> bool:
-        if self.process is None:
-            return True
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
-
-
-def stop_all(children: list[Child]) -> None:
-    for child in children:
-        child.signal_group(signal.SIGTERM)
-    deadline = time.monotonic() + GRACE_S
-    for child in children:
-        if not child.wait(max(0.0, deadline - time.monotonic())):
-            log.warning("%s did not stop in %.0f s; killing it", child.role, GRACE_S)
-        # Whatever is left in the group (an engine core that outlived its parent) goes too.
-        child.signal_group(signal.SIGKILL)
-        child.wait(5)
 
 
 def taken_port(settings: UpSettings) -> str | None:
@@ -125,16 +66,16 @@ def run(settings: UpSettings) -> int:
     if reason := taken_port(settings):
         print(f"genq: {reason}", file=sys.stderr, flush=True)
         return 2
-    signal.signal(signal.SIGTERM, _raise_stop)
-    signal.signal(signal.SIGINT, _raise_stop)
+    supervisor = Supervisor(GRACE_S, POLL_S, WORKER_RESTART_DELAY_S)
+    supervisor.handle_signals()
     redis: EmbeddedRedis | None = None
-    children: list[Child] = []
     try:
         env = dict(os.environ)
         env["GENQ_ENV"] = settings.env  # dev, unless GENQ_ENV says otherwise
         if settings.redis_url is None:
             password = load_or_create_password(settings.data_dir)
-            redis = EmbeddedRedis(settings.data_dir, password=password).start()
+            redis = EmbeddedRedis(settings.data_dir, password=password)
+            redis.start()  # known before it starts: a signal meanwhile still stops it
             env["REDIS_URL"] = redis.url
             print(
                 f"genq: embedded Redis at {redis.public_url} (AOF in {redis.dir}; "
@@ -165,14 +106,9 @@ def run(settings: UpSettings) -> int:
             flower_login = f"  (login in {path})"
             if created:
                 print(f"genq: Flower login (new; kept in {path}): {login}", flush=True)
-        children = [
-            Child("api", env),
-            Child("worker", env),
-            Child("webhooks", env),
-            Child("flower", env),
-        ]
-        for child in children:
-            child.start()
+        for role in ROLES:
+            argv = [sys.executable, "-m", "genq.cli.main", role]
+            supervisor.start(Child(role, argv, env, ALWAYS if role in RESTARTED_ROLES else NEVER))
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         print(f"genq: API     {api_url}  (docs: {api_url}/docs)", flush=True)
         flower_url = f"http://{settings.flower_host}:{settings.flower_port}"
@@ -180,14 +116,15 @@ def run(settings: UpSettings) -> int:
         print(
             "genq: the worker is loading and warming its model; Ctrl-C stops everything", flush=True
         )
-        return _supervise(children, api_url)
-    except _Stop as stop:
+        ready = _Ready(api_url)
+        failed = supervisor.supervise(ready.restarted, ready.poll)
+        print(f"genq: {failed.child.name} exited ({failed.code}); stopping", flush=True)
+        return 1
+    except Stop as stop:
         print(f"genq: {stop}: stopping", flush=True)
         return 0
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stop_all(children)
+        supervisor.stop_all()
         if redis is not None:
             redis.stop()
         print("genq: stopped", flush=True)
@@ -224,32 +161,27 @@ def _is_ready(api_url: str, since: float) -> bool:
     return any(w["ready_at"] >= since for w in workers)
 
 
-def _supervise(children: list[Child], api_url: str) -> int:
-    ready = False
-    since = 0.0  # a worker warm since then counts as ready (see _is_ready)
-    while True:
-        time.sleep(0.5)
-        for child in children:
-            if child.alive():
-                continue
-            code = child.process.returncode if child.process else None
-            if child.role not in RESTARTED_ROLES:
-                print(f"genq: {child.role} exited ({code}); stopping", flush=True)
-                return 1
-            child.restarts += 1
-            print(f"genq: {child.role} exited ({code}); restart #{child.restarts}", flush=True)
-            child.signal_group(signal.SIGKILL)  # its engine core, if it outlived it
-            time.sleep(WORKER_RESTART_DELAY_S)
-            child.start()
-            if child.role == "worker":
-                ready, since = False, time.time()
-        if not ready:
-            ready = _is_ready(api_url, since)
-            if ready:
-                _print_start_up(api_url)
-                print(
-                    f"genq: ready. Try:\n  curl -X POST {api_url}/generate "
-                    "-H 'Content-Type: application/json' "
-                    '-d \'{"prompt": "What is the capital of France?"}\'',
-                    flush=True,
-                )
+class _Ready:
+    """Prints "ready" once the stack is, and again each time a restarted worker is."""
+
+    def __init__(self, api_url: str) -> None:
+        self.api_url = api_url
+        self.ready = False
+        self.since = 0.0  # a worker warm since then counts as ready (see _is_ready)
+
+    def restarted(self, child: Child, code: int, _up_s: float) -> None:
+        print(f"genq: {child.name} exited ({code}); restart #{child.restarts}", flush=True)
+        if child.name == "worker":
+            self.ready, self.since = False, time.time()
+
+    def poll(self) -> None:
+        if self.ready or not _is_ready(self.api_url, self.since):
+            return
+        self.ready = True
+        _print_start_up(self.api_url)
+        print(
+            f"genq: ready. Try:\n  curl -X POST {self.api_url}/generate "
+            "-H 'Content-Type: application/json' "
+            '-d \'{"prompt": "What is the capital of France?"}\'',
+            flush=True,
+        )

@@ -1,4 +1,5 @@
-"""`genq worker --gpus`: the supervisor of one worker per GPU group (genq/cli/gpus.py).
+"""`genq worker --gpus`: the supervisor of one worker per GPU group (genq/cli/gpus.py, on
+genq/cli/supervisor.py, whose rules tests/fast/test_supervisor.py tests alone).
 
 No engine and no GPU: the supervisor runs as a real process, but its children are a stand-in
 for the worker (``STAND_IN_WORKER``, written to tmp_path), which records the environment it got
