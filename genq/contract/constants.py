@@ -64,7 +64,7 @@ BATCH_DELIVERIES_KEY = BATCH_KEY + ":deliveries"
 # (:func:`model_queue`), consumed by its own workers.
 DEFAULT_QUEUE = "genq.generate"
 TASK_GENERATE = "genq.generate"
-WEBHOOK_QUEUE = "genq.contract.webhooks"
+WEBHOOK_QUEUE = "genq.webhooks"
 TASK_WEBHOOK = "genq.webhook"
 
 
