@@ -6,7 +6,6 @@ any I/O so that the sync and the async client share it and fast tests cover it l
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 
@@ -59,12 +58,3 @@ class SseParser:
         if not data:  # no data line: nothing to dispatch (its id, if any, still counts)
             return None
         return SseEvent(event=event, data="\n".join(data), id=self.last_event_id)
-
-
-def parse_sse(lines: Iterable[str], last_event_id: str | None = None) -> Iterator[SseEvent]:
-    """The events of a whole stream of lines. An event the stream does not end with a blank line
-    is incomplete and dropped, as the standard says."""
-    parser = SseParser(last_event_id)
-    for line in lines:
-        if (event := parser.feed(line)) is not None:
-            yield event

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from genq.client.sse import SseEvent, SseParser, parse_sse
+from collections.abc import Iterable, Iterator
+
+from genq.client.sse import SseEvent, SseParser
+
+
+def parse_sse(lines: Iterable[str], last_event_id: str | None = None) -> Iterator[SseEvent]:
+    """The events of a whole stream of lines, as the client's readers feed them to the parser."""
+    parser = SseParser(last_event_id)
+    for line in lines:
+        if (event := parser.feed(line)) is not None:
+            yield event
 
 
 def events(text: str) -> list[SseEvent]:
