@@ -110,12 +110,14 @@ def test_stop_all_stops_each_group_and_kills_what_ignores_sigterm(
     pid_file = tmp_path / "grandchild.pid"
     # A grandchild in the child's group, as vLLM's engine core is in the worker's.
     parent = _sh("worker", f"sleep 30 & echo $! > {pid_file}; wait")
-    stubborn = _sh("stubborn", "trap '' TERM; sleep 30")
+    trapped = tmp_path / "trapped"
+    stubborn = _sh("stubborn", f"trap '' TERM; touch {trapped}; sleep 30")
     supervisor.start(parent)
     supervisor.start(stubborn)
     deadline = time.monotonic() + 5.0
-    while not pid_file.exists() or not pid_file.read_text().strip():
-        assert time.monotonic() < deadline, "the grandchild never started"
+    # Both up: the grandchild started, and the stubborn child ignores SIGTERM already.
+    while not pid_file.exists() or not pid_file.read_text().strip() or not trapped.exists():
+        assert time.monotonic() < deadline, "the children never started"
         time.sleep(0.05)
     grandchild = int(pid_file.read_text())
     with caplog.at_level(logging.WARNING, logger="genq.cli.supervisor"):
