@@ -1,7 +1,8 @@
 """The worker's Celery app: shared config, the warm threads pool, the task, the lifecycle signals.
 
 Start it with ``genq worker`` (which calls :func:`main`). This process consumes the queue and
-forwards each job to the engine host, the process it starts to run them (worker.host.process).
+forwards each job to the engine host, the process it starts to run them (worker.engine_client,
+worker.host.main).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from genq.contract.settings import WorkerSettings, worker_settings
 from genq.store.models import register
 from genq.store.queue import RETRY_ON_REDIS_ERRORS, make_celery, run_worker, send_job
 from genq.store.redis_client import sync_redis
+from worker.engine_client import EngineHost
 from worker.health import WorkerHealth
-from worker.host import process as engine_host
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,48 @@ NAME = settings.worker_name or f"genq-{os.getpid()}@{socket.gethostname()}"
 health = WorkerHealth()
 
 
+class WorkerEngine:
+    """This worker's engine host: started by worker_process_init (the pool sends it before the
+    consumer connects), closed by worker_shutdown. Celery logs an exception a signal handler
+    raises and goes on, so a start that failed is kept here, and :meth:`host` raises it again:
+    the pool's on_start calls it, and the worker exits non-zero."""
+
+    def __init__(self) -> None:
+        self._host: EngineHost | None = None
+        self._start_error: BaseException | None = None
+
+    def start(self, name: str) -> None:
+        try:
+            self._host = EngineHost.start(name, resend)
+        except BaseException as exc:  # noqa: BLE001 - raised again by host(), in the pool
+            log.error("worker start-up failed: %s", exc)
+            self._start_error = exc
+
+    def host(self) -> EngineHost:
+        if self._host is None:
+            raise RuntimeError("the worker's engine did not start") from self._start_error
+        return self._host
+
+    def shutting_down(self) -> None:
+        if self._host is not None:
+            self._host.shutting_down()
+
+    def close(self) -> None:
+        if self._host is not None:
+            self._host.close()
+            self._host = None
+
+
+engine = WorkerEngine()
+
+
 # A job sent back to the queue on a Redis outage is safe to run again: it runs only from
 # "queued" (genq.store.jobs), so a copy is skipped.
 @app.task(name=TASK_GENERATE, bind=True, **RETRY_ON_REDIS_ERRORS)
 def generate(self: Task, payload: dict[str, Any]) -> dict[str, str]:
     """validate -> run on the shared engine -> persist (all in the engine host, which has the
     job already unless it came with an ETA: see :func:`_forward`)."""
-    return engine_host.current().execute(payload, _redelivered(self.request.delivery_info))
+    return engine.host().execute(payload, _redelivered(self.request.delivery_info))
 
 
 def _redelivered(delivery_info: dict[str, Any] | None) -> bool:
@@ -59,12 +95,12 @@ def _forward(request: Request, **_: Any) -> None:
     it. No other case holds a received job back here: no rate limits, and the pool has a thread
     for every message the worker may hold (prefetch = concurrency)."""
     if request.name == TASK_GENERATE and request.eta is None:
-        engine_host.current().forward(request.args[0], _redelivered(request.delivery_info))
+        engine.host().forward(request.args[0], _redelivered(request.delivery_info))
 
 
 def resend(payload: JobPayload) -> None:
-    """Put a job back on its model's queue (the janitor's way to recover a job whose worker
-    died; that job may be another model's)."""
+    """Put a job back on its model's queue: the engine host's janitor recovers a job whose worker
+    died this way (that job may be another model's); the host has no Celery app to send with."""
     payload = payload.model_copy(update={"resent": True})
     queue = (
         settings.model_queue()
@@ -77,32 +113,32 @@ def resend(payload: JobPayload) -> None:
 @signals.worker_process_init.connect
 def _build_engine(**_: Any) -> None:
     health.set_not_ready("the engine is starting and warming up")
-    engine_host.start(NAME)
+    engine.start(NAME)
     try:
-        info = engine_host.current().info
+        host = engine.host()
     except RuntimeError as exc:
         health.set_not_ready(f"start-up failed: {exc.__cause__ or exc}")
         return
-    health.set_startup(info.startup_s)
-    health.engine_metrics = engine_host.current().metrics
+    health.set_startup(host.info.startup_s)
+    health.engine_metrics = host.metrics
     health.set_not_ready("warm; the consumer is connecting")
 
 
 @signals.worker_ready.connect
 def _announce(**_: Any) -> None:
-    engine_host.current().announce()
+    engine.host().announce()
     health.set_ready()
 
 
 @signals.worker_shutting_down.connect
 def _grace(**_: Any) -> None:
     health.set_not_ready("shutting down")
-    engine_host.shutting_down()
+    engine.shutting_down()
 
 
 @signals.worker_shutdown.connect
 def _stop(**_: Any) -> None:
-    engine_host.stop()
+    engine.close()
 
 
 def main() -> int:

@@ -7,7 +7,7 @@ and Prometheus ask a worker directly.
   and the k8s readiness probe use it.
 - ``GET /metrics``: Prometheus text: ``genq_worker_ready``,
   ``genq_worker_startup_seconds{phase}`` (the phases of ``WorkerInfo.startup_s``), then the
-  engine host's (worker.host.process): the job and engine metrics of worker.host.metrics and its
+  engine host's (worker.host.main): the job and engine metrics of worker.host.metrics and its
   default registry: that process's ``process_*``/``python_*`` and vLLM's own ``vllm:*`` metrics
   (vLLM registers them there).
 
@@ -49,7 +49,7 @@ class WorkerHealth:
             ["phase"],
             registry=self.registry,
         )
-        # The engine host's metrics (worker.host.process): genq's job and engine metrics, vLLM's.
+        # The engine host's metrics (worker.host.main): genq's job and engine metrics, vLLM's.
         self.engine_metrics: Callable[[], bytes] | None = None
         self.not_ready_because = "the engine is starting"
         self._server: ThreadingHTTPServer | None = None

@@ -16,13 +16,13 @@ from typing import Any
 from celery import signals
 from celery.concurrency import thread
 
-from worker.host import process as engine_host
+from worker.celery_app import engine
 
 
 class WarmThreadPool(thread.TaskPool):
     def on_start(self) -> None:
         signals.worker_process_init.send(sender=None)
-        engine_host.current()  # raises if the engine failed to start: the worker exits non-zero
+        engine.host()  # raises if the engine failed to start: the worker exits non-zero
         super().on_start()
         self._start_every_thread()
 
@@ -41,7 +41,7 @@ class WarmThreadPool(thread.TaskPool):
         numbers)."""
         info = super()._get_info()
         try:
-            worker = engine_host.current().info
+            worker = engine.host().info
         except RuntimeError:
             return info
         info["genq-ready-at"] = [datetime.fromtimestamp(worker.ready_at, timezone.utc).isoformat()]

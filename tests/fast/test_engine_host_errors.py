@@ -1,5 +1,6 @@
-"""A job's exception crosses from the engine host to its Celery task (worker.host.process) with
-the type the task's autoretry acts on: a Redis outage still sends the job back to the queue."""
+"""A job's exception crosses from the engine host (worker.host.main) to its Celery task
+(worker.engine_client) with the type the task's autoretry acts on: a Redis outage still sends
+the job back to the queue."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from genq.store.queue import RETRY_ON_REDIS_ERRORS
-from worker.host.process import HostFailed, _error, _error_body
+from worker.engine_client import HostFailed, _exception
+from worker.protocol import decode_from_host, encode, failure
 
 
 @pytest.mark.parametrize(
@@ -22,7 +24,9 @@ from worker.host.process import HostFailed, _error, _error_body
 def test_redis_outages_keep_their_type_other_errors_their_message(
     raised: Exception, retried: bool
 ) -> None:
-    again = _error(_error_body(raised))
+    sent = decode_from_host(encode(failure(7, raised)))
+    assert sent.seq == 7
+    again = _exception(sent)
     assert isinstance(again, RETRY_ON_REDIS_ERRORS["autoretry_for"]) is retried
     assert str(raised) in str(again)
     if not retried:

@@ -44,7 +44,7 @@ def exported() -> set[str]:
     """Every name the registries serve: families, their samples, counters with ``_total``."""
     api = CollectorRegistry()
     api.register(api_metrics.QueueDepths({"a-queue": 0}, 0))  # the gauges read at scrape time
-    engine_host = CollectorRegistry()  # the worker's engine host (worker.host.process)
+    engine_host = CollectorRegistry()  # the worker's engine host (worker.host.main)
     WorkerMetrics(engine_host)
     names = set()
     for registry in (WorkerHealth().registry, engine_host, api_metrics.REGISTRY, api):

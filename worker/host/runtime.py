@@ -1,5 +1,5 @@
 """The worker's one engine, and everything that lives as long as it, in the engine host process
-(worker.host.process starts that process and forwards Celery's jobs to it).
+(worker.host.main serves the Celery process's requests with it).
 
 :meth:`WorkerRuntime.start` builds the engine, runs the warm-up policy on it (``worker.host.warmup``),
 opens the Redis connections jobs will use and records the start-up by phase; until it returns,
@@ -36,10 +36,10 @@ from worker.clock import process_age_s
 from worker.host import warmup
 from worker.host.engine import Engine, EngineFailed, cache_env
 from worker.host.metrics import WorkerMetrics
-from worker.host.process import EXIT_ENGINE_DEAD
 from worker.host.runner import REQUEUE, JobEnd, RunningJob, RunOptions, run_job
 from worker.host.streams import OutputStreams
 from worker.model_files import prepare_default_model
+from worker.protocol import EXIT_ENGINE_DEAD
 
 log = logging.getLogger(__name__)
 
