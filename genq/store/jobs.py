@@ -29,12 +29,12 @@ from redis.asyncio import Redis
 
 from genq.contract.constants import (
     JOB_DONE_CHANNEL,
-    PROCESSING_SET,
+    LAPSED_SET,
+    LEASES_SET,
     QUEUED_COUNT,
     WEBHOOK_SCHEDULE,
     deliveries_key,
     job_key,
-    lease_key,
     model_queued_key,
     owner_active_key,
     stream_key,
@@ -148,6 +148,7 @@ class JobStore:
         self._create = CoalescedScript(redis, scripts.CREATE_JOB)
         self._claim = redis.register_script(scripts.CLAIM)
         self._lapsed = redis.register_script(scripts.LAPSED)
+        self._renew = redis.register_script(scripts.RENEW_LEASES)
 
     async def create(
         self,
@@ -263,8 +264,8 @@ class JobStore:
             "keys": [
                 job_key(job_id),
                 QUEUED_COUNT,
-                PROCESSING_SET,
-                lease_key(job_id),
+                LEASES_SET,
+                LAPSED_SET,
                 WEBHOOK_SCHEDULE,
                 stream_key(job_id),
             ],
@@ -300,8 +301,8 @@ class JobStore:
             keys=[
                 job_key(job_id),
                 QUEUED_COUNT,
-                PROCESSING_SET,
-                lease_key(job_id),
+                LEASES_SET,
+                LAPSED_SET,
                 stream_key(job_id),
             ],
             args=[worker, started_at, int(lease_s * 1000), job_id, self.ttl_s],
@@ -310,18 +311,18 @@ class JobStore:
             raise TransitionRefused(job_id, value or None)
         return int(value)
 
-    async def renew_leases(self, job_ids: Iterable[str], worker: str, lease_s: float) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.set(lease_key(job_id), worker, px=int(lease_s * 1000))
-            await pipe.execute()
+    async def renew_leases(self, job_ids: Iterable[str], lease_s: float) -> None:
+        """A live worker's heartbeat: its running jobs' leases end ``lease_s`` from now."""
+        if job_ids := list(job_ids):
+            await self._renew(keys=[LEASES_SET], args=[int(lease_s * 1000), *job_ids])
 
     async def release_leases(self, job_ids: Iterable[str]) -> None:
-        """Give running jobs back now, rather than when their leases lapse."""
+        """Give running jobs back now, rather than when their leases end: the next janitor sends
+        them again."""
         if job_ids := list(job_ids):
-            await self.redis.delete(*(lease_key(job_id) for job_id in job_ids))
+            await self.redis.zadd(LEASES_SET, dict.fromkeys(job_ids, 0), xx=True)
 
-    async def lapsed_jobs(self, resend_after_s: int) -> list[str]:
-        """Processing jobs whose worker died (their lease lapsed), each returned once per
-        ``resend_after_s``."""
-        return list(await self._lapsed(keys=[PROCESSING_SET], args=[resend_after_s]))
+    async def lapsed_jobs(self, resend_after_s: int, limit: int = 1000) -> list[str]:
+        """Processing jobs whose worker died (their lease ended), at most ``limit``, each
+        returned once per ``resend_after_s`` until a worker claims it."""
+        return list(await self._lapsed(keys=[LEASES_SET, LAPSED_SET], args=[resend_after_s, limit]))

@@ -23,8 +23,6 @@ _VALUES = {
     "MODEL_QUEUED_PREFIX": constants.MODEL_QUEUED_PREFIX,
     "BATCH_KEY_PREFIX": constants.BATCH_KEY_PREFIX,
     "JOB_KEY_PREFIX": constants.JOB_KEY.format(job_id=""),
-    "LEASE_KEY_PREFIX": constants.LEASE_KEY.format(job_id=""),
-    "REQUEUED_KEY_PREFIX": constants.REQUEUED_KEY.format(job_id=""),
 }
 _FRAGMENT = Template(_read("leave_queue")).substitute(_VALUES)
 _VALUES["LEAVE_QUEUE"] = "\n  ".join(
@@ -40,6 +38,7 @@ CREATE_JOB = _load("create_job")
 TRANSITION = _load("transition")
 CLAIM = _load("claim")
 LAPSED = _load("lapsed")
+RENEW_LEASES = _load("renew_leases")
 CREATE_BATCH = _load("create_batch")
 APPEND_OUTPUTS = _load("append_outputs")
 MOVE_DUE_WEBHOOKS = _load("move_due_webhooks")

@@ -252,7 +252,7 @@ class WorkerRuntime:
         assert self._redis is not None
         claimed = [job_id for job_id, job in self.running.items() if job.claimed]
         if claimed:
-            await self._store.renew_leases(claimed, self.name, self.settings.lease_s)
+            await self._store.renew_leases(claimed, self.settings.lease_s)
         self.info.heartbeat_at = time.time()
         self.info.jobs_running = len(self.running)
         self.info.engine_requests = self.engine.unfinished_requests()

@@ -1,5 +1,5 @@
--- KEYS: the job hash, the queued counter, the processing set, the job's lease, the webhook
--- schedule, the job's output stream. ARGV: allowed current statuses (space separated), new
+-- KEYS: the job hash, the queued counter, the leases set, the lapsed set, the webhook schedule,
+-- the job's output stream. ARGV: allowed current statuses (space separated), new
 -- status, channel to publish the job id on ('' for none), job id, TTL seconds ('' to keep), the
 -- worker that must own the job ('' for any), the ``completed`` delivery to schedule if the job's
 -- webhook wants it ('' for none), the time to schedule it at, the job's last ``output`` stream
@@ -21,8 +21,8 @@ if current == 'queued' then
   $LEAVE_QUEUE
 end
 if current == 'processing' and ARGV[2] ~= 'processing' then
-  redis.call('SREM', KEYS[3], ARGV[4])
-  redis.call('DEL', KEYS[4])
+  redis.call('ZREM', KEYS[3], ARGV[4])
+  redis.call('ZREM', KEYS[4], ARGV[4])
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], unpack(ARGV, 12))
 if ARGV[9] ~= '' then
