@@ -80,6 +80,9 @@ class CommonSettings(BaseSettings):
     # The queues' prefix: each model's jobs go to <queue>.<model name> (genq.contract.constants).
     queue: str = DEFAULT_QUEUE
     result_ttl_s: int = Field(24 * 3600, ge=1, description="how long job records are kept")
+    # How long a finished job's output stream is kept (GET /v1/jobs/{id}/stream of a job that
+    # ended longer ago answers with the finished job at once; the text is in the job's record).
+    stream_keep_s: int = Field(60, ge=1)
     data_dir: Path = Field(default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share"))
     cache_dir: Path = Field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"))
     log_level: str = "INFO"

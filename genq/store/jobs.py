@@ -140,9 +140,13 @@ class TransitionRefused(Exception):
 class JobStore:
     """Async access to job records; the client must use ``decode_responses=True``."""
 
-    def __init__(self, redis: Redis, ttl_s: int):
+    def __init__(self, redis: Redis, ttl_s: int, stream_keep_s: int = 60):
         self.redis = redis
         self.ttl_s = ttl_s
+        # A finished job's output stream is kept this long (readers following it get its end),
+        # not as long as the job: its text is in the hash, and the stream is most of what a job
+        # costs in Redis.
+        self.stream_keep_s = min(stream_keep_s, ttl_s)
         self._transition = redis.register_script(scripts.TRANSITION)
         # A burst of creates goes out in a few pipelines (genq.store.coalesce), not a call each.
         self._create = CoalescedScript(redis, scripts.CREATE_JOB)
@@ -283,6 +287,7 @@ class JobStore:
                     if last_output is None
                     else (last_output.index, last_output.text, last_output.output_tokens)
                 ),
+                self.stream_keep_s,
                 *pairs,
             ],
         }

@@ -160,7 +160,7 @@ class WorkerRuntime:
     async def _connect(self, connections: int) -> None:
         # The Redis client belongs to the engine loop, like every job coroutine that uses it.
         self._redis = async_redis(self.settings.broker_url())
-        self._store = JobStore(self._redis, self.settings.result_ttl_s)
+        self._store = JobStore(self._redis, self.settings.result_ttl_s, self.settings.stream_keep_s)
         if self.settings.stream_interval_s > 0:
             self.options.streams = OutputStreams(self._redis, self.settings.stream_interval_s)
         try:
