@@ -14,6 +14,10 @@ JOB_DONE_CHANNEL = KEY_PREFIX + "jobs:done"
 QUEUED_COUNT = KEY_PREFIX + "jobs:queued"
 MODEL_QUEUED_PREFIX = KEY_PREFIX + "jobs:queued:"
 MODEL_QUEUED_COUNT = MODEL_QUEUED_PREFIX + "{model}"
+# Beside each counter, the jobs it counts: a sorted set of job ids scored by when each job's
+# record expires (genq/store/lua/waiting.lua), from which the counter is recounted.
+WAITING_SET = KEY_PREFIX + "jobs:waiting"
+MODEL_WAITING_PREFIX = KEY_PREFIX + "jobs:waiting:"
 # The models workers serve (genq.contract.models): a hash, model name -> when a worker of it last
 # said so (unix seconds), written by every worker from its start and by its heartbeat.
 MODELS_KEY = KEY_PREFIX + "models"

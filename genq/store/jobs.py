@@ -153,6 +153,7 @@ class JobStore:
         self._claim = redis.register_script(scripts.CLAIM)
         self._lapsed = redis.register_script(scripts.LAPSED)
         self._renew = redis.register_script(scripts.RENEW_LEASES)
+        self._recount = redis.register_script(scripts.RECOUNT_WAITING)
 
     async def create(
         self,
@@ -195,6 +196,15 @@ class JobStore:
         """Jobs waiting to start, of all models and of each of ``models``, in one round trip."""
         total, *each = await self.redis.mget([QUEUED_COUNT, *map(model_queued_key, models)])
         return int(total or 0), [int(n or 0) for n in each]
+
+    async def recount_waiting(self, models: Sequence[str] = ()) -> tuple[int, list[int]]:
+        """The janitor's step: the waiting counters of all models and of ``models`` recounted
+        from the jobs really waiting (a job whose record expired while it waited leaves them);
+        returns the counts."""
+        total, *each = await self._recount(
+            keys=[QUEUED_COUNT, *map(model_queued_key, models)], args=[]
+        )
+        return int(total), [int(n) for n in each]
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self.redis.hgetall(job_key(job_id))

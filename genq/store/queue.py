@@ -18,6 +18,7 @@ from genq.contract.settings import CommonSettings
 
 _ARGSREPR_PROMPT_CHARS = 40  # what Flower shows of a prompt
 
+
 def celery_config(settings: CommonSettings) -> dict[str, object]:
     return {
         "broker_url": settings.broker_url(),

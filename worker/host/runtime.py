@@ -280,9 +280,13 @@ class WorkerRuntime:
                 log.warning("heartbeat failed", exc_info=True)
 
     async def _recover_lapsed(self) -> None:
-        """The janitor: a processing job whose lease lapsed lost its worker; send it again (the
-        first worker to claim it runs it; ``attempts`` counts the starts)."""
+        """The janitor: recount what waits; a processing job whose lease lapsed lost its worker:
+        send it again (the first worker to claim it runs it; ``attempts`` counts the starts)."""
         assert self._store is not None
+        # The waiting counters recounted: a job whose record expired while it waited (its
+        # message lost, no worker for its model for a day) leaves them, so that the queue's
+        # limit comes back (genq/store/lua/waiting.lua).
+        await self._store.recount_waiting([self.settings.served_model()])
         resend_after_s = max(10, int(self.settings.lease_s * 2))
         for job_id in await self._store.lapsed_jobs(resend_after_s):
             record = await self._store.get(job_id)

@@ -2,6 +2,7 @@
 -- died). KEYS: the job hash, the queued counter, the leases set, the lapsed set, the job's output
 -- stream. ARGV: worker, started_at, lease milliseconds, job id, TTL seconds.
 -- Returns {1, attempts} when claimed, {0, current status} when not.
+$WAITING
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local current = redis.call('HGET', KEYS[1], 'status')

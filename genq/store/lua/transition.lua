@@ -11,6 +11,7 @@
 -- {1, previous status} when applied, {0, current status} when refused ('' if no such job). A job
 -- of a batch (field batch_id) that ends counts its batch down; the batch's last job completes it,
 -- in this same step, so exactly once (genq.store.batches).
+$WAITING
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {0, ''} end
 local allowed = false
