@@ -350,6 +350,9 @@ class UpSettings(ApiSettings, FlowerSettings):
     roles run with GENQ_ENV=dev unless GENQ_ENV says otherwise."""
 
     env: Environment = "dev"
+    # The embedded Redis's memory (redis-server's maxmemory: "1gb", "512mb"); full, it refuses
+    # writes rather than evict a job: the API answers 503 until results expire.
+    redis_maxmemory: str = Field("1gb", pattern=r"^[0-9]+(b|kb|mb|gb)?$")
 
 
 @lru_cache

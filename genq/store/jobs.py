@@ -175,17 +175,18 @@ class JobStore:
         key, value = idempotency or ("", "")
         queue, body = message or ("", "")
         active = owner_active_key(record.owner) if record.owner is not None else ""
-        outcome, detail = await self._create(
-            keys=[
-                job_key(record.id),
-                key,
-                queued_counter(record.model),
-                queue,
-                active,
-                QUEUED_COUNT,
-            ],
-            args=[self.ttl_s, value, max_queued, body, max_active, *pairs],
-        )
+        with scripts.full_is_out_of_memory():
+            outcome, detail = await self._create(
+                keys=[
+                    job_key(record.id),
+                    key,
+                    queued_counter(record.model),
+                    queue,
+                    active,
+                    QUEUED_COUNT,
+                ],
+                args=[self.ttl_s, value, max_queued, body, max_active, *pairs],
+            )
         if outcome == "full":
             raise QueueFull(int(detail), record.model)
         if outcome == "busy":
@@ -236,9 +237,10 @@ class JobStore:
         :class:`TransitionRefused` otherwise. ``last_output``: the job's last text delta, added
         to its output stream in the same step, before the stream's end (one round trip where a
         flush and then the transition took two)."""
-        applied, current = await self._transition(
-            **self._transition_call(job_id, allowed_from, to, fields, owner, last_output)
-        )
+        with scripts.full_is_out_of_memory():
+            applied, current = await self._transition(
+                **self._transition_call(job_id, allowed_from, to, fields, owner, last_output)
+            )
         if not int(applied):
             raise TransitionRefused(job_id, current or None)
         return JobStatus(current)
@@ -258,7 +260,8 @@ class JobStore:
                 await self._transition(
                     **self._transition_call(job_id, allowed, to, fields, None), client=pipe
                 )
-            results = await pipe.execute()
+            with scripts.full_is_out_of_memory():
+                results = await pipe.execute()
         return [(bool(int(ok)), JobStatus(status) if status else None) for ok, status in results]
 
     def _transition_call(
@@ -312,16 +315,17 @@ class JobStore:
         """Take a job to run: returns how many times it has been started, this time included.
         Raises :class:`TransitionRefused` if it is not queued, nor processing with a lapsed
         lease."""
-        claimed, value = await self._claim(
-            keys=[
-                job_key(job_id),
-                QUEUED_COUNT,
-                LEASES_SET,
-                LAPSED_SET,
-                stream_key(job_id),
-            ],
-            args=[worker, started_at, int(lease_s * 1000), job_id, self.ttl_s],
-        )
+        with scripts.full_is_out_of_memory():
+            claimed, value = await self._claim(
+                keys=[
+                    job_key(job_id),
+                    QUEUED_COUNT,
+                    LEASES_SET,
+                    LAPSED_SET,
+                    stream_key(job_id),
+                ],
+                args=[worker, started_at, int(lease_s * 1000), job_id, self.ttl_s],
+            )
         if not int(claimed):
             raise TransitionRefused(job_id, value or None)
         return int(value)

@@ -10,8 +10,12 @@ its SHA).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from importlib import resources
 from string import Template
+
+from redis.exceptions import OutOfMemoryError, ResponseError
 
 from genq.contract import constants
 
@@ -55,3 +59,18 @@ CREATE_BATCH = _load("create_batch")
 APPEND_OUTPUTS = _load("append_outputs")
 MOVE_DUE_WEBHOOKS = _load("move_due_webhooks")
 RATE_LIMIT = _load("rate_limit")
+
+
+@contextlib.contextmanager
+def full_is_out_of_memory() -> Iterator[None]:
+    """A script that Redis refused for its maxmemory raises redis-py's OutOfMemoryError, as one
+    command does: Redis 7 keeps the refusal's error code, Redis 6 (the embedded one) wraps it in
+    "Error running script", which redis-py reads as a plain ResponseError."""
+    try:
+        yield
+    except OutOfMemoryError:
+        raise
+    except ResponseError as exc:
+        if "OOM command not allowed" in str(exc):
+            raise OutOfMemoryError(str(exc)) from exc
+        raise

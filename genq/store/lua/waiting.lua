@@ -8,11 +8,14 @@ local function waiting_set(counter)
   if counter == '${QUEUED_COUNT}' then return '${WAITING_SET}' end
   return '${MODEL_WAITING_PREFIX}' .. string.sub(counter, #'${MODEL_QUEUED_PREFIX}' + 1)
 end
+-- The count is written before the expired are removed: a script's first write is where Redis,
+-- full (maxmemory, noeviction), refuses it, and a SET is refused there (a removal is not), so a
+-- submit is refused whole rather than half done.
 local function recount(counter, now)
   local set = waiting_set(counter)
-  redis.call('ZREMRANGEBYSCORE', set, '-inf', now)
-  local n = redis.call('ZCARD', set)
+  local n = redis.call('ZCOUNT', set, '(' .. now, '+inf')
   redis.call('SET', counter, n)
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', now)
   return n
 end
 local function wait(counter, job_id, expires_s)
