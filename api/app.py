@@ -46,7 +46,7 @@ from genq.store.redis_client import async_redis
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: ApiSettings = app.state.settings
     redis = async_redis(settings.broker_url())
-    store = JobStore(redis, settings.result_ttl_s)
+    store = JobStore(redis, settings.result_ttl_s, settings.stream_keep_s)
     waiter = JobWaiter(redis, store)
     celery = make_celery(settings, "genq-api")
     allow = settings.webhook_allow_list()

@@ -11,12 +11,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemory
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genq.contract.schemas import ErrorBody, ErrorDetail
 
 log = logging.getLogger(__name__)
+# Redis full: results expire to make room, which takes a while.
+FULL_RETRY_AFTER_S = 10
 
 
 class ApiError(Exception):
@@ -86,6 +89,17 @@ def install_error_handlers(app: FastAPI) -> None:
             "unavailable",
             "the job store is unreachable; retry shortly",
             headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(RedisOutOfMemory)
+    async def _redis_full(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("Redis refuses writes: %s", exc)
+        return error_response(
+            503,
+            "unavailable",
+            "the job store is full (Redis reached its maxmemory); nothing was accepted; retry "
+            "later, as finished jobs expire",
+            headers={"Retry-After": str(FULL_RETRY_AFTER_S)},
         )
 
     @app.exception_handler(Exception)

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from api.errors import ApiError
 from genq.contract.constants import job_key, stream_key
+from genq.contract.schemas import JobStatus
 from genq.store import streams
 
 KEEPALIVE_S = 15.0  # a reader hears something at least this often
@@ -73,8 +74,14 @@ class StreamReaders:
             while True:
                 read = await self.redis.xread({key: last}, count=512, block=int(KEEPALIVE_S * 1000))
                 if not read:
-                    if not await self.redis.exists(job_key(job_id)):
+                    status = await self.redis.hget(job_key(job_id), "status")
+                    if status is None:
                         raise JobGone(job_id)
+                    if JobStatus(status).is_terminal() and not await self.redis.exists(key):
+                        # Ended, and its stream was dropped after GENQ_STREAM_KEEP_S (or expired
+                        # while this reader waited): the end, for the finished job.
+                        yield Event("", streams.End(status))
+                        return
                     yield None
                     continue
                 for entry_id, fields in read[0][1]:

@@ -6,7 +6,8 @@ retry after a worker died, whose text restarts from nothing), ``output`` (``{"in
 "output_tokens"}``: a text delta, indexes 0, 1, 2... within one start), ``completed`` (the
 finished job; the stream ends), ``error`` (the job expired; the stream ends). A comment line
 every 15 s keeps proxies from closing a quiet stream. A client that connects late gets
-everything from the start, then the live rest.
+everything from the start, then the live rest; one that connects more than ``GENQ_STREAM_KEEP_S``
+after the job ended gets ``completed`` at once (the finished job carries all of its text).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ async def stream_job(
     record = await owned_job(svc, caller, job_id)
     svc.streams.admit()
     if record.status.is_terminal() and not await svc.streams.has_stream(job_id):
-        # Finished before its stream existed (a job from an older genq): just the end.
+        # Ended more than GENQ_STREAM_KEEP_S ago (its stream dropped): just the end.
         async def done() -> AsyncIterator[bytes]:
             yield sse("completed", public(request, record).model_dump_json())
 

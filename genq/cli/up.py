@@ -74,7 +74,9 @@ def run(settings: UpSettings) -> int:
         env["GENQ_ENV"] = settings.env  # dev, unless GENQ_ENV says otherwise
         if settings.redis_url is None:
             password = load_or_create_password(settings.data_dir)
-            redis = EmbeddedRedis(settings.data_dir, password=password)
+            redis = EmbeddedRedis(
+                settings.data_dir, password=password, maxmemory=settings.redis_maxmemory
+            )
             redis.start()  # known before it starts: a signal meanwhile still stops it
             env["REDIS_URL"] = redis.url
             print(

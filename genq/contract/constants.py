@@ -14,6 +14,10 @@ JOB_DONE_CHANNEL = KEY_PREFIX + "jobs:done"
 QUEUED_COUNT = KEY_PREFIX + "jobs:queued"
 MODEL_QUEUED_PREFIX = KEY_PREFIX + "jobs:queued:"
 MODEL_QUEUED_COUNT = MODEL_QUEUED_PREFIX + "{model}"
+# Beside each counter, the jobs it counts: a sorted set of job ids scored by when each job's
+# record expires (genq/store/lua/waiting.lua), from which the counter is recounted.
+WAITING_SET = KEY_PREFIX + "jobs:waiting"
+MODEL_WAITING_PREFIX = KEY_PREFIX + "jobs:waiting:"
 # The models workers serve (genq.contract.models): a hash, model name -> when a worker of it last
 # said so (unix seconds), written by every worker from its start and by its heartbeat.
 MODELS_KEY = KEY_PREFIX + "models"
@@ -29,12 +33,12 @@ OWNER_IDEMPOTENCY_KEY = KEY_PREFIX + "idem-of:{owner}:{key}"
 RATE_LIMIT_KEY = KEY_PREFIX + "ratelimit:{owner}"
 OWNER_ACTIVE_KEY = KEY_PREFIX + "owner:{owner}:active"
 
-# Jobs in "processing"; each has a lease key while a live worker runs it (renewed by its
-# heartbeat). A processing job without a lease lost its worker: a janitor sends it again.
-PROCESSING_SET = KEY_PREFIX + "jobs:processing"
-LEASE_KEY = KEY_PREFIX + "lease:{job_id}"
-# Set for a while when a janitor resends a job, so that it is resent once.
-REQUEUED_KEY = KEY_PREFIX + "requeued:{job_id}"
+# Jobs in "processing", by when their lease ends (unix ms, Redis's clock): a live worker's
+# heartbeat pushes its jobs' ends forward. A job whose lease ended lost its worker: a janitor
+# moves it to LAPSED_SET, by when to send it again if no worker has claimed it by then, and sends
+# it. Both sorted sets are read from their low end only, so a janitor's work is O(lapsed jobs).
+LEASES_SET = KEY_PREFIX + "jobs:leases"
+LAPSED_SET = KEY_PREFIX + "jobs:lapsed"
 
 # Live workers: a set of names, and one short-lived key per worker refreshed by its heartbeat.
 WORKERS_SET = KEY_PREFIX + "workers"
@@ -97,10 +101,6 @@ def rate_limit_key(owner: str) -> str:
 
 def owner_active_key(owner: str) -> str:
     return OWNER_ACTIVE_KEY.format(owner=owner)
-
-
-def lease_key(job_id: str) -> str:
-    return LEASE_KEY.format(job_id=job_id)
 
 
 def deliveries_key(job_id: str) -> str:

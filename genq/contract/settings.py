@@ -58,6 +58,11 @@ def _xdg(var: str, fallback: str) -> Path:
 Environment = Literal["dev", "prod"]
 
 
+# Beyond GENQ_MAX_JOB_SECONDS: the result's write, with the Redis client's retries through a
+# restart, and the acknowledgement after it.
+VISIBILITY_MARGIN_S = 300
+
+
 class CommonSettings(BaseSettings):
     # GENQ_WARMUP='{"batch": 8}' sets a nested model whole; GENQ_WARMUP__BATCH=8 sets one field.
     model_config = SettingsConfigDict(env_prefix="GENQ_", env_nested_delimiter="__", extra="ignore")
@@ -75,9 +80,17 @@ class CommonSettings(BaseSettings):
     # The queues' prefix: each model's jobs go to <queue>.<model name> (genq.contract.constants).
     queue: str = DEFAULT_QUEUE
     result_ttl_s: int = Field(24 * 3600, ge=1, description="how long job records are kept")
+    # How long a finished job's output stream is kept (GET /v1/jobs/{id}/stream of a job that
+    # ended longer ago answers with the finished job at once; the text is in the job's record).
+    stream_keep_s: int = Field(60, ge=1)
     data_dir: Path = Field(default_factory=lambda: _xdg("XDG_DATA_HOME", ".local/share"))
     cache_dir: Path = Field(default_factory=lambda: _xdg("XDG_CACHE_HOME", ".cache"))
     log_level: str = "INFO"
+    # The hard limit on one job's run: past it the job is aborted (error type "deadline"). Every
+    # role reads it: Redis hands a message back to the queue when it has been unacknowledged for
+    # longer than the visibility timeout derived from it (visibility_timeout_s), and any Celery
+    # process on the Redis does that hand-back, for every queue.
+    max_job_seconds: float = Field(3600.0, gt=0)
     # Webhook hosts (names or CIDRs, comma separated) allowed although not public: the API checks
     # a webhook's URL at submit, the webhooks process again before each delivery.
     webhook_allow_hosts: str = ""
@@ -105,6 +118,13 @@ class CommonSettings(BaseSettings):
 
     def webhook_allow_list(self) -> AllowList:
         return AllowList.parse(self.webhook_allow_hosts)
+
+    def visibility_timeout_s(self) -> int:
+        """How long a message may stay unacknowledged before Redis hands it to another worker:
+        past the longest run a job may have, so that no job still running is run twice. A worker
+        acknowledges a job's message when the job ends, and the job's limit counts from the
+        moment the worker took it."""
+        return int(self.max_job_seconds) + VISIBILITY_MARGIN_S
 
     def broker_url(self) -> str:
         if self.redis_url is None:
@@ -230,8 +250,6 @@ class WorkerSettings(CommonSettings):
 
     _gpus_empty_is_unset = field_validator("worker_gpus", mode="before")(_none_if_empty)
     heartbeat_s: float = Field(5.0, gt=0)
-    # The hard limit on one job's run: past it the job is aborted (error type "deadline").
-    max_job_seconds: float = Field(3600.0, gt=0)
     # SIGTERM: running jobs get this long to finish; the rest go back to the queue.
     shutdown_grace_s: float = Field(60.0, ge=0)
     # A job whose worker died this many times while running it is failed, not started again.
@@ -332,6 +350,9 @@ class UpSettings(ApiSettings, FlowerSettings):
     roles run with GENQ_ENV=dev unless GENQ_ENV says otherwise."""
 
     env: Environment = "dev"
+    # The embedded Redis's memory (redis-server's maxmemory: "1gb", "512mb"); full, it refuses
+    # writes rather than evict a job: the API answers 503 until results expire.
+    redis_maxmemory: str = Field("1gb", pattern=r"^[0-9]+(b|kb|mb|gb)?$")
 
 
 @lru_cache

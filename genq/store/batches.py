@@ -112,7 +112,8 @@ class BatchStore:
             counter = queued_counter(record.model)
             models[counter] = record.model
             keys += [job_key(record.id), queue, counter]
-        outcome, detail, counter = await self._create(keys=keys, args=args)
+        with scripts.full_is_out_of_memory():
+            outcome, detail, counter = await self._create(keys=keys, args=args)
         if outcome == "full":
             raise QueueFull(int(detail), models[counter])
         if outcome == "busy":

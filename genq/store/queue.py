@@ -18,16 +18,14 @@ from genq.contract.settings import CommonSettings
 
 _ARGSREPR_PROMPT_CHARS = 40  # what Flower shows of a prompt
 
-# Redis hands an unacknowledged message back only after this long; it must exceed the longest job
-# or long jobs run twice (see the reliability notes in README).
-VISIBILITY_TIMEOUT_S = 3600
-
 
 def celery_config(settings: CommonSettings) -> dict[str, object]:
     return {
         "broker_url": settings.broker_url(),
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        # Redis hands an unacknowledged message back after this long: past the longest job
+        # (GENQ_MAX_JOB_SECONDS), so that none runs twice.
+        "broker_transport_options": {"visibility_timeout": settings.visibility_timeout_s()},
         # JSON only, on the broker and anywhere else.
         "task_serializer": "json",
         "accept_content": ["json"],

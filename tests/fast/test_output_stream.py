@@ -8,6 +8,7 @@ import time
 
 from redis.asyncio import Redis
 
+from api import job_stream
 from api.job_stream import Event, StreamReaders
 from genq.contract.constants import stream_key
 from genq.contract.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus
@@ -122,6 +123,29 @@ def test_a_late_reader_and_a_resumed_one_see_the_same_stream(with_store) -> None
     live, late, resumed = with_store(scenario)
     assert [(e.id, e.entry) for e in late] == [(e.id, e.entry) for e in live]
     assert [(e.id, e.entry) for e in resumed] == [(e.id, e.entry) for e in live[3:]]
+
+
+def test_a_finished_jobs_stream_is_dropped_soon_and_a_later_reader_gets_the_end(
+    with_store, monkeypatch
+) -> None:
+    """The stream is most of what a finished job costs in Redis, and its text is in the job's
+    record: it is kept ``stream_keep_s`` after the end, then only the record is left. A reader
+    that comes later, or that waited on the stream as it went, gets the end."""
+    monkeypatch.setattr(job_stream, "KEEPALIVE_S", 0.2)
+
+    async def scenario(_: JobStore, redis: Redis):
+        store = JobStore(redis, ttl_s=600, stream_keep_s=1)
+        live = await _run_streamed(store, redis, "job1", FakeWordEngine())
+        ttl = await redis.ttl(stream_key("job1"))
+        await asyncio.sleep(1.2)
+        keys = sorted(await redis.keys("genq:job:job1*"))
+        late = await _collect(StreamReaders(redis, 10), "job1")
+        return live, ttl, keys, late, await store.get("job1")
+
+    live, ttl, keys, late, record = with_store(scenario)
+    assert _text(live) == record.output.text and 0 < ttl <= 1
+    assert keys == ["genq:job:job1"]
+    assert [e.entry for e in late] == [streams.End("succeeded")]
 
 
 def test_a_delta_sent_twice_is_read_once(with_store) -> None:

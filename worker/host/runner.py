@@ -24,9 +24,11 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+from redis.exceptions import OutOfMemoryError
 
 from genq.contract.schemas import JobError, JobInput, JobMetrics, JobOutput, JobPayload, JobStatus
 from genq.contract.webhooks import OUTPUT_EVENT_INTERVAL_S, Delivery, webhook_id
@@ -83,6 +85,10 @@ def _metrics(
 
 
 REQUEUE = "requeue"  # the cancel reason that hands a running job back instead of ending it
+# Redis full: a claim or a result is written again after this long, doubling up to the most.
+FULL_RETRY_FIRST_S = 0.5
+FULL_RETRY_MAX_S = 10.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -187,7 +193,10 @@ async def _run(
         _tell(options, JobEnd(JobStatus.CANCELED, started_at - payload.created_at, None, None, 0))
         return JobStatus.CANCELED
     claim = asyncio.ensure_future(
-        store.claim(payload.id, options.worker, started_at, options.lease_s)
+        while_redis_full(
+            f"job {payload.id}: claim",
+            lambda: store.claim(payload.id, options.worker, started_at, options.lease_s),
+        )
     )
     if not claim_first:
         # A first delivery: the engine starts on it while Redis confirms the claim (one round
@@ -283,6 +292,20 @@ async def _run(
     return await end(JobStatus.SUCCEEDED, queue_ms, result, None)
 
 
+async def while_redis_full(what: str, step: Callable[[], Awaitable[T]]) -> T:
+    """``step()``, again and again while Redis refuses writes for its maxmemory: the job's message
+    stays unacknowledged and its result in this process meanwhile, and both go on once finished
+    jobs expire (or an operator gives Redis more memory). Nothing accepted is dropped."""
+    delay_s = FULL_RETRY_FIRST_S
+    while True:
+        try:
+            return await step()
+        except OutOfMemoryError:
+            log.warning("%s not written: Redis is full (maxmemory); again in %g s", what, delay_s)
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, FULL_RETRY_MAX_S)
+
+
 async def _abandon(task: asyncio.Future[GenerationResult] | None) -> None:
     """Cancel an engine request started ahead of its claim (vLLM aborts it) and wait until it is
     gone, whatever it raised."""
@@ -364,13 +387,16 @@ async def _end(
     if options.streams is not None:
         last_output = await options.streams.close(payload.id)
     try:
-        await store.transition(
-            payload.id,
-            [JobStatus.PROCESSING],
-            status,
-            fields,
-            owner=options.worker,
-            last_output=last_output,  # all of its text, before the stream's end
+        await while_redis_full(
+            f"job {payload.id}: result",
+            lambda: store.transition(
+                payload.id,
+                [JobStatus.PROCESSING],
+                status,
+                fields,
+                owner=options.worker,
+                last_output=last_output,  # all of its text, before the stream's end
+            ),
         )
     except TransitionRefused as refused:
         # Our lease lapsed (a stall longer than the lease) and another worker took the job over,

@@ -160,7 +160,7 @@ class WorkerRuntime:
     async def _connect(self, connections: int) -> None:
         # The Redis client belongs to the engine loop, like every job coroutine that uses it.
         self._redis = async_redis(self.settings.broker_url())
-        self._store = JobStore(self._redis, self.settings.result_ttl_s)
+        self._store = JobStore(self._redis, self.settings.result_ttl_s, self.settings.stream_keep_s)
         if self.settings.stream_interval_s > 0:
             self.options.streams = OutputStreams(self._redis, self.settings.stream_interval_s)
         try:
@@ -252,7 +252,7 @@ class WorkerRuntime:
         assert self._redis is not None
         claimed = [job_id for job_id, job in self.running.items() if job.claimed]
         if claimed:
-            await self._store.renew_leases(claimed, self.name, self.settings.lease_s)
+            await self._store.renew_leases(claimed, self.settings.lease_s)
         self.info.heartbeat_at = time.time()
         self.info.jobs_running = len(self.running)
         self.info.engine_requests = self.engine.unfinished_requests()
@@ -280,9 +280,13 @@ class WorkerRuntime:
                 log.warning("heartbeat failed", exc_info=True)
 
     async def _recover_lapsed(self) -> None:
-        """The janitor: a processing job whose lease lapsed lost its worker; send it again (the
-        first worker to claim it runs it; ``attempts`` counts the starts)."""
+        """The janitor: recount what waits; a processing job whose lease lapsed lost its worker:
+        send it again (the first worker to claim it runs it; ``attempts`` counts the starts)."""
         assert self._store is not None
+        # The waiting counters recounted: a job whose record expired while it waited (its
+        # message lost, no worker for its model for a day) leaves them, so that the queue's
+        # limit comes back (genq/store/lua/waiting.lua).
+        await self._store.recount_waiting([self.settings.served_model()])
         resend_after_s = max(10, int(self.settings.lease_s * 2))
         for job_id in await self._store.lapsed_jobs(resend_after_s):
             record = await self._store.get(job_id)

@@ -5,6 +5,8 @@
 -- then per job: its queue message, its field/value count and pairs. Returns {'full', jobs
 -- waiting, the counter} or {'busy', the owner's active jobs} with nothing written when the n jobs
 -- do not fit under a limit, else {'created', ''}.
+$WAITING
+local now = now_s()
 local n = tonumber(ARGV[3])
 local adding = {}
 for j = 1, n do
@@ -12,7 +14,7 @@ for j = 1, n do
   adding[counter] = (adding[counter] or 0) + 1
 end
 for counter, k in pairs(adding) do
-  local waiting = tonumber(redis.call('GET', counter) or '0')
+  local waiting = recount(counter, now)
   if waiting + k > tonumber(ARGV[2]) then return {'full', tostring(waiting), counter} end
 end
 local owner = ARGV[4]
@@ -34,12 +36,13 @@ for j = 1, n do
   redis.call('HSET', job, unpack(ARGV, i + 2, i + 1 + count))
   redis.call('EXPIRE', job, ARGV[1])
   redis.call('LPUSH', KEYS[3 * j + 1], ARGV[i])
+  local id = string.sub(job, #'${JOB_KEY_PREFIX}' + 1)
+  wait(KEYS[3 * j + 2], id, now + tonumber(ARGV[1]))
+  if KEYS[3 * j + 2] ~= KEYS[2] then wait(KEYS[2], id, now + tonumber(ARGV[1])) end
   if owner ~= '' then redis.call('SADD', owner, job) end
   i = i + 2 + count
 end
 if owner ~= '' then redis.call('EXPIRE', owner, ARGV[1]) end
-for counter, k in pairs(adding) do
-  if counter ~= KEYS[2] then redis.call('INCRBY', counter, k) end
-end
-redis.call('INCRBY', KEYS[2], n)
+for counter, _ in pairs(adding) do recount(counter, now) end
+recount(KEYS[2], now)
 return {'created', '', ''}
