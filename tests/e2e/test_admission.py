@@ -12,7 +12,9 @@ admits share) and made its last token (``last_token_ts``, which the requests of 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
+import warnings
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -44,7 +46,11 @@ def engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
     # Engine.start sets these for its own process; the later tests' workers get them back.
     method = "VLLM_WORKER_MULTIPROC_METHOD"
     monkeypatch.setenv(method, os.environ.get(method, "spawn"))
-    monkeypatch.delenv("VLLM_LOGGING_CONFIG_PATH", raising=False)
+    # Engine.start points VLLM_LOGGING_CONFIG_PATH at a file of its own, gone after this test:
+    # unset again afterwards, or the later tests' workers inherit a path that does not exist.
+    # (delenv alone would not restore an unset variable; setenv records it as unset.)
+    monkeypatch.setenv("VLLM_LOGGING_CONFIG_PATH", "")
+    monkeypatch.delenv("VLLM_LOGGING_CONFIG_PATH")
     model = str(prepare_default_model(WorkerSettings().cache_dir))
     engine = Engine(
         model,
@@ -59,6 +65,12 @@ def engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
         yield engine
     finally:
         engine.stop()
+        # vLLM leaves ZeroMQ contexts behind in this process, which warn when collected: collect
+        # them here, not in whichever later test the collector happens to run.
+        del engine
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
 
 
 def record_metrics(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
