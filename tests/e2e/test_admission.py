@@ -12,9 +12,7 @@ admits share) and made its last token (``last_token_ts``, which the requests of 
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
-import warnings
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -65,12 +63,6 @@ def engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
         yield engine
     finally:
         engine.stop()
-        # vLLM leaves ZeroMQ contexts behind in this process, which warn when collected: collect
-        # them here, not in whichever later test the collector happens to run.
-        del engine
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()
 
 
 def record_metrics(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
