@@ -87,8 +87,8 @@ class StreamReaders:
                 for entry_id, fields in read[0][1]:
                     last = entry_id
                     entry = streams.decode(fields)
-                    if isinstance(entry, streams.Start):
-                        next_index = 0
+                    if isinstance(entry, streams.Start) and not entry.resumed_at:
+                        next_index = 0  # a run from nothing (a resumed one carries on)
                     elif isinstance(entry, streams.Output):
                         if entry.index < next_index:
                             continue

@@ -10,7 +10,7 @@ import math
 import time
 import uuid
 
-from api import metrics
+from api import metrics, output_options
 from api.deps import Services
 from api.errors import ApiError
 from genq.contract import ssrf
@@ -105,7 +105,9 @@ async def submit_job(
     when the caller made it (:func:`new_job_id`), to watch for its end before it exists
     (api.waiter ``expecting``)."""
     store, settings = svc.store, svc.settings
+    output_options.check(job_input.sampling, settings)
     model = await resolve_model(svc, model)
+    await output_options.check_engines(svc, job_input.sampling, model)
     if webhook is not None:
         await check_webhook(svc, webhook)
     job_id = job_id or new_job_id()

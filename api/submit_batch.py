@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections import Counter
 
-from api import metrics
+from api import metrics, output_options
 from api.deps import Services
 from api.errors import ApiError
 from api.submit import new_job_id, overloaded, owner_busy
@@ -117,7 +117,11 @@ async def submit_batch(
     when it is too large or a webhook is refused, 429 when the queue lacks room for all of it or
     the key would have more active jobs than it may."""
     _check_size(svc, len(body.items))
+    output_options.check_items(body.items, svc.settings)
     models = await _models(svc, body)
+    structured = {m: item for item, m in zip(body.items, models, strict=True) if item.structure()}
+    for model, item in structured.items():
+        await output_options.check_engines(svc, item, model)
     _check_fits(svc, models)
     await _check_webhooks(svc, body)
     batch_id = new_job_id()

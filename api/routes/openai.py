@@ -27,14 +27,17 @@ from api.openai_models import (
     ChatChoiceMessage,
     ChatCompletion,
     ChatCompletionRequest,
+    ChatLogprobs,
     Completion,
     CompletionChoice,
+    CompletionLogprobs,
     CompletionRequest,
     Usage,
 )
 from api.responses import SSE_HEADERS, job_url, succeeded
 from api.submit import new_job_id, submit_job
 from genq.contract.models import ModelError, UnknownModel
+from genq.contract.schemas import Completion as JobCompletion
 from genq.contract.schemas import ErrorBody, JobInput, JobRecord, JobStatus
 from genq.store import streams
 
@@ -139,7 +142,7 @@ async def _stream(
                 yield b": keep-alive\n\n"
                 continue
             entry = event.entry
-            if isinstance(entry, streams.Start) and sent_text:
+            if isinstance(entry, streams.Start) and sent_text and not entry.resumed_at:
                 yield _error(
                     "worker_lost",
                     f"the worker running job {record.id} died and another restarted it; "
@@ -198,14 +201,27 @@ async def _complete(
             timeout_s,
             stopping=svc.waiter.draining,
         )
-    text, reason = done.output.text, done.output.finish_reason
+    output = done.output
+    each = output.choices or [
+        JobCompletion(
+            index=0, text=output.text, finish_reason=output.finish_reason, logprobs=output.logprobs
+        )
+    ]
     response: ChatCompletion | Completion
     if chat:
         response = ChatCompletion(
             id=chunks.id,
             created=chunks.created,
             model=model,
-            choices=[ChatChoice(message=ChatChoiceMessage(content=text), finish_reason=reason)],
+            choices=[
+                ChatChoice(
+                    index=c.index,
+                    message=ChatChoiceMessage(content=c.text),
+                    finish_reason=c.finish_reason,
+                    logprobs=ChatLogprobs.of(c.logprobs),
+                )
+                for c in each
+            ],
             usage=_usage(done),
         )
     else:
@@ -213,7 +229,15 @@ async def _complete(
             id=chunks.id,
             created=chunks.created,
             model=model,
-            choices=[CompletionChoice(text=text, finish_reason=reason)],
+            choices=[
+                CompletionChoice(
+                    index=c.index,
+                    text=c.text,
+                    finish_reason=c.finish_reason,
+                    logprobs=CompletionLogprobs.of(c.logprobs),
+                )
+                for c in each
+            ],
             usage=_usage(done),
         )
     return JSONResponse(response.model_dump(), headers=headers)

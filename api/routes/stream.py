@@ -30,9 +30,13 @@ router = APIRouter(prefix=JOBS_PREFIX, tags=["jobs"])
 
 
 async def _events(svc: Services, request: Request, job_id: str, after: str) -> AsyncIterator[bytes]:
-    async def job_json() -> str | None:
+    async def job_json(start: streams.Start | None = None) -> str | None:
         record = await svc.store.get(job_id)
-        return None if record is None else public(request, record).model_dump_json()
+        if record is None:
+            return None
+        if start is not None:  # the record as of this start: resumed, or from nothing
+            record.resumed_at_token = start.resumed_at or None
+        return public(request, record).model_dump_json()
 
     try:
         async for event in svc.streams.follow(job_id, after):
@@ -46,9 +50,10 @@ async def _events(svc: Services, request: Request, job_id: str, after: str) -> A
                 )
                 yield sse("output", data, event.id)
                 continue
-            if (job := await job_json()) is None:
+            start = entry if isinstance(entry, streams.Start) else None
+            if (job := await job_json(start)) is None:
                 raise JobGone(job_id)
-            yield sse("start" if isinstance(entry, streams.Start) else "completed", job, event.id)
+            yield sse("start" if start else "completed", job, event.id)
     except JobGone:
         gone = ErrorBody(error=ErrorDetail(type="not_found", message=f"job {job_id} expired"))
         yield sse("error", gone.model_dump_json(exclude_none=True))

@@ -15,10 +15,12 @@ interrupted (the job goes on).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
@@ -140,6 +142,12 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
         "max_tokens": args.max_tokens,
         "temperature": args.temperature,
         "model": args.model,
+        "raw": args.raw or None,
+        "json_schema": _schema(args.json_schema),
+        "regex": args.regex,
+        "choice": args.choice,
+        "n": args.n,
+        "logprobs": args.logprobs,
     }
     sampling = {k: v for k, v in sampling.items() if v is not None}
     prompt, messages = args.prompt, None
@@ -153,6 +161,17 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
         )
     job = client.submit(prompt, messages=messages, webhook=args.webhook, **sampling)
     return _then(client, job, args)
+
+
+def _schema(value: str | None) -> Any:
+    """``--json-schema``: the schema as JSON, or @ and a file holding it."""
+    if value is None:
+        return None
+    try:
+        text = Path(value[1:]).read_text() if value.startswith("@") else value
+        return json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"genq: --json-schema: {exc}") from None
 
 
 def cmd_get(client: Client, args: argparse.Namespace) -> int:
@@ -211,7 +230,20 @@ def add_commands(sub: Any) -> None:
     submit.add_argument("--model", help="one of the models served (default: the default model)")
     submit.add_argument("--max-tokens", type=int)
     submit.add_argument("--temperature", type=float)
-    submit.add_argument("--system", help="a system message: the prompt becomes a chat's user turn")
+    submit.add_argument("--system", help="a system message before the prompt's user turn")
+    submit.add_argument(
+        "--raw", action="store_true", help="send the prompt as plain text, not as a chat turn"
+    )
+    shape = submit.add_mutually_exclusive_group()
+    shape.add_argument(
+        "--json-schema", metavar="SCHEMA", help="answer as JSON following this schema (or @file)"
+    )
+    shape.add_argument("--regex", help="answer text matching this regular expression")
+    shape.add_argument(
+        "--choice", action="append", metavar="TEXT", help="answer one of these (repeat it)"
+    )
+    submit.add_argument("--n", type=int, help="completions of the prompt (default 1)")
+    submit.add_argument("--logprobs", type=int, metavar="K", help="top K logprobs per token")
     submit.add_argument("--webhook", metavar="URL", help="POST the job there when it is finished")
     submit.set_defaults(fn=lambda args: run(cmd_submit, args))
 

@@ -163,7 +163,8 @@ class Client(_Base):
         **sampling: Any,
     ) -> JobPublic:
         """Submit a job (``prompt``, or chat ``messages``) with sampling fields (``max_tokens``,
-        ``temperature``, ...) and any other field of ``POST /v1/jobs`` (``model``). ``wait``: True
+        ``temperature``, ...) and any other field of ``POST /v1/jobs`` (``model``, ``raw``,
+        ``json_schema``/``regex``/``choice``, ``n``, ``logprobs``). ``wait``: True
         until it is finished, a number of seconds at most (the job as it is then: check ``status``),
         None to return at once (queued)."""
         body = job_body(prompt, messages, webhook, webhook_events, metadata, deadline_s, sampling)

@@ -20,8 +20,9 @@ RECONNECT_DELAY_S = 1.0  # unless the stream said otherwise (its ``retry:`` fiel
 
 
 class StartEvent(BaseModel):
-    """The job started running; a second one means it runs again after its worker was lost (its
-    text starts again from nothing)."""
+    """The job started running; a second one means it runs again after its worker was lost: its
+    text starts again from nothing, or, when ``job.resumed_at_token`` is set, goes on from the
+    text so far."""
 
     type: Literal["start"] = "start"
     id: str | None = None  # the event's id (resume after it with Last-Event-ID)
@@ -118,7 +119,8 @@ class Deltas:
 
     def take(self, event: JobEvent) -> str:
         if isinstance(event, StartEvent):
-            self.run, self.next_index = "", 0
+            if not event.job.resumed_at_token:  # a run from nothing
+                self.run, self.next_index = "", 0
             return ""
         if isinstance(event, OutputEvent):
             if event.index < self.next_index:

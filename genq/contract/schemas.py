@@ -13,6 +13,8 @@ place, ``worker.host.engine``. Nothing here imports vLLM or torch.
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Literal
@@ -29,6 +31,17 @@ MAX_STOP_SEQUENCES = 16
 MAX_MESSAGES = 256
 MAX_DEADLINE_S = 7 * 24 * 3600
 MAX_MODEL_NAME_CHARS = 128
+# Structured output and per-token detail: the most any job may ask for, whatever the settings
+# (GENQ_MAX_N and GENQ_MAX_LOGPROBS set the limits the API enforces, within these).
+MAX_SCHEMA_BYTES = 64 * 1024  # a JSON Schema, serialized
+MAX_REGEX_CHARS = 4096
+MAX_CHOICES = 256
+MAX_CHOICE_CHARS = 1024
+MAX_N_LIMIT = 16
+MAX_LOGPROBS_LIMIT = 20  # vLLM's own default limit (max_logprobs)
+STRUCTURED_FIELDS = ("json_schema", "regex", "choice")
+# What a worker's engine can do beyond plain generation (WorkerInfo.features).
+STRUCTURED_OUTPUT = "structured_output"
 
 
 def check_webhook_syntax(value: str | None) -> str | None:
@@ -59,9 +72,10 @@ class ChatMessage(BaseModel):
 
 class SamplingOptions(BaseModel):
     """Sampling fields, OpenAI/vLLM names. The default is greedy decoding (temperature 0): the
-    same job gives the same text, which suits a queue that may run a job again after a crash, and
-    the default 135M model answers the seed's question right only about half the time at the
-    seed's temperature 0.7 (7 of 12 here). ``max_tokens`` defaults to the seed's 512."""
+    same job gives the same text, which suits a queue that may run a job again after a crash
+    (a resumed greedy job ends as an uninterrupted run would), and the default 135M model answers
+    "What is the capital of France?" right only about half the time at temperature 0.7 (7 of 12
+    tries). ``max_tokens`` defaults to 512, the original brief's example."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -75,6 +89,43 @@ class SamplingOptions(BaseModel):
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     repetition_penalty: float = Field(1.0, gt=0.0, le=2.0)
+    # Structured output, at most one: the text follows this JSON Schema (the result then also
+    # carries it parsed, output.json), matches this regular expression, or is one of these
+    # choices. The API checks the schema against JSON Schema's metaschema before queueing it.
+    json_schema: dict[str, Any] | None = None
+    regex: str | None = Field(None, min_length=1, max_length=MAX_REGEX_CHARS)
+    choice: list[str] | None = Field(None, min_length=1, max_length=MAX_CHOICES)
+    # The log-probability of each output token and of this many most likely alternatives
+    # (0: the chosen token's only); unset: none.
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS_LIMIT)
+    # Completions of the one prompt (output.choices); the stream carries the first one's text.
+    n: int = Field(1, ge=1, le=MAX_N_LIMIT)
+
+    @field_validator("json_schema")
+    @classmethod
+    def _schema_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(json.dumps(value)) > MAX_SCHEMA_BYTES:
+            raise ValueError(f"the JSON Schema is larger than {MAX_SCHEMA_BYTES} bytes")
+        return value
+
+    @field_validator("regex")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        # Python's syntax, close to what the grammar backends take; one they refuse anyway
+        # fails the job with invalid_input and the backend's reason.
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"the regex does not compile: {exc}") from None
+        return value
+
+    @field_validator("choice")
+    @classmethod
+    def _choices_not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(not c or len(c) > MAX_CHOICE_CHARS for c in value):
+            raise ValueError(f"each choice must have 1 to {MAX_CHOICE_CHARS} characters")
+        return value
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -89,6 +140,17 @@ class SamplingOptions(BaseModel):
         if any(s == "" for s in value):
             raise ValueError("stop sequences must not be empty strings")
         return value
+
+    @model_validator(mode="after")
+    def _one_structure(self) -> SamplingOptions:
+        given = self.structure()
+        if len(given) > 1:
+            raise ValueError(f"give at most one of json_schema, regex, choice (got {given})")
+        return self
+
+    def structure(self) -> list[str]:
+        """The structured-output fields set (at most one in a valid request)."""
+        return [name for name in STRUCTURED_FIELDS if getattr(self, name) is not None]
 
     @model_validator(mode="after")
     def _min_le_max(self) -> SamplingOptions:
@@ -106,10 +168,13 @@ class SamplingOptions(BaseModel):
 
 
 class JobCreate(SamplingOptions):
-    """``POST /v1/jobs``: exactly one of ``prompt`` (raw completion) or ``messages`` (the worker
-    applies the model's chat template), plus sampling fields and free ``metadata`` echoed back."""
+    """``POST /v1/jobs``: exactly one of ``prompt`` or ``messages``, plus sampling fields and
+    free ``metadata`` echoed back. The worker applies the model's chat template to ``messages``,
+    and to ``prompt`` as one user turn (as ``POST /generate`` does) unless ``raw`` is set: then
+    the prompt is plain text to continue. A model without a chat template takes it raw."""
 
     prompt: str | None = Field(None, min_length=1)
+    raw: bool = False
     messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=MAX_MESSAGES)
     # A model served here (GET /v1/models); unset: the default model (genq.contract.models).
     model: str | None = Field(None, min_length=1, max_length=MAX_MODEL_NAME_CHARS)
@@ -137,6 +202,8 @@ class JobCreate(SamplingOptions):
             raise ValueError("give exactly one of 'prompt' or 'messages'")
         if self.webhook_events_filter is not None and self.webhook is None:
             raise ValueError("webhook_events_filter needs a webhook")
+        if self.raw and self.prompt is None:
+            raise ValueError("raw applies to 'prompt' only")
         return self
 
     def webhook_spec(self) -> WebhookSpec | None:
@@ -145,6 +212,7 @@ class JobCreate(SamplingOptions):
     def to_input(self) -> JobInput:
         return JobInput(
             prompt=self.prompt,
+            raw=self.raw,
             messages=self.messages,
             sampling=self.sampling(),
             metadata=self.metadata,
@@ -153,7 +221,7 @@ class JobCreate(SamplingOptions):
 
 
 class GenerateRequest(SamplingOptions):
-    """The seed's synchronous ``POST /generate`` body: ``{"prompt": "..."}``. The prompt is asked
+    """The synchronous ``POST /generate`` body: ``{"prompt": "..."}``. The prompt is asked
     as one user turn of a chat (the default model is an instruct model), then waited for."""
 
     prompt: str = Field(..., min_length=1)
@@ -175,6 +243,7 @@ class JobInput(BaseModel):
     """The request as stored and echoed: input, resolved sampling, metadata."""
 
     prompt: str | None = None
+    raw: bool = False  # the prompt is sent as it is, not as a chat turn
     messages: list[ChatMessage] | None = None
     sampling: SamplingOptions
     metadata: dict[str, Any] | None = None
@@ -220,9 +289,52 @@ class WebhookAttempt(BaseModel):
     duration_ms: float
 
 
-class JobOutput(BaseModel):
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+
+
+class TokenLogprob(BaseModel):
+    """One output token: its log-probability and the most likely alternatives at its place
+    (the job's ``logprobs`` of them, most likely first)."""
+
+    token: str
+    logprob: float
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class Completion(BaseModel):
+    """One of a job's completions (``n`` > 1)."""
+
+    index: int
     text: str
     finish_reason: str | None = None
+    json_value: Any = Field(None, alias="json")
+    logprobs: list[TokenLogprob] | None = None
+
+    # "json" on the wire; json_value in Python, where BaseModel.json is a method.
+    model_config = ConfigDict(
+        validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+    )
+
+
+class JobOutput(BaseModel):
+    """A job's result (so far, while it runs). ``text``, ``finish_reason``, ``json`` and
+    ``logprobs`` are the first completion's; ``choices`` lists every completion of an ``n`` > 1
+    job."""
+
+    model_config = ConfigDict(
+        validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+    )
+
+    text: str
+    finish_reason: str | None = None
+    # A json_schema job's text, parsed (None when the text is cut short: finish_reason length).
+    json_value: Any = Field(None, alias="json")
+    logprobs: list[TokenLogprob] | None = None
+    choices: list[Completion] | None = None
+    # How the prompt was put to the model: "chat" (its chat template) or "raw" (as it is).
+    prompt_format: Literal["chat", "raw"] | None = None
 
 
 class JobError(BaseModel):
@@ -258,6 +370,9 @@ class JobRecord(BaseModel):
     error: JobError | None = None
     worker: str | None = None
     attempts: int = 0  # times a worker started it (more than 1: a worker died running it)
+    # Its worker died after this many output tokens, and the next one went on from there
+    # (genq.worker.host.runner); None: it ran in one go, or started over.
+    resumed_at_token: int | None = None
     metrics: JobMetrics = Field(default_factory=JobMetrics)
     webhook: str | None = None
     webhook_events_filter: list[WebhookEvent] | None = None
@@ -295,6 +410,7 @@ class JobPublic(BaseModel):
     error: JobError | None
     worker: str | None
     attempts: int
+    resumed_at_token: int | None = None
     metrics: JobMetrics
     webhook: str | None = None
     webhook_events_filter: list[WebhookEvent] | None = None
@@ -316,6 +432,7 @@ class JobPublic(BaseModel):
             error=record.error,
             worker=record.worker,
             attempts=record.attempts,
+            resumed_at_token=record.resumed_at_token,
             metrics=record.metrics,
             webhook=record.webhook,
             webhook_events_filter=record.webhook_events_filter,
@@ -363,6 +480,8 @@ class WorkerInfo(BaseModel):
     # ones this vLLM build logs), warmup, total (process start -> ready)
     startup_s: dict[str, float]
     warmup_steps: list[WarmupStepInfo] = []
+    # What its engine can do beyond plain generation: "structured_output" (STRUCTURED_OUTPUT).
+    features: list[str] = Field(default_factory=list)
     first_job_at: float | None = None  # unix seconds: the first job this worker started
     heartbeat_at: float
     jobs_running: int = 0  # genq jobs this worker runs now

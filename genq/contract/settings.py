@@ -27,7 +27,7 @@ from genq.contract.batches import MAX_BATCH_ITEMS_LIMIT
 from genq.contract.constants import DEFAULT_QUEUE, model_queue
 from genq.contract.keys import KeysFile
 from genq.contract.models import check_name, served_name
-from genq.contract.schemas import SamplingOptions
+from genq.contract.schemas import MAX_LOGPROBS_LIMIT, MAX_N_LIMIT, SamplingOptions
 from genq.contract.ssrf import AllowList
 from genq.contract.webhooks import DEFAULT_RETRY_SCHEDULE_S, secret_key
 
@@ -148,6 +148,10 @@ class ApiSettings(CommonSettings):
     api_shutdown_grace_s: int = Field(30, ge=1)
     # Jobs waiting to start above which POST /v1/jobs answers 429.
     max_queued: int = Field(10_000, ge=1)
+    # The most completions (n) and top logprobs (logprobs) one job may ask for (more: 422).
+    # The worker's engine takes at most 20 logprobs unless GENQ_ENGINE_ARGS raises max_logprobs.
+    max_n: int = Field(8, ge=1, le=MAX_N_LIMIT)
+    max_logprobs: int = Field(20, ge=0, le=MAX_LOGPROBS_LIMIT)
     # Request bodies larger than this are refused with 413.
     max_body_bytes: int = Field(1 << 20, ge=1024)
     # How long POST /v1/jobs/{id}/cancel waits for a running job to stop before answering 202.
@@ -189,6 +193,11 @@ def _default_warmup_sampling() -> list[SamplingOptions]:
             presence_penalty=0.5,
             frequency_penalty=0.5,
             repetition_penalty=1.1,
+        ),
+        # Structured output: the grammar backend's first compile (its tables for the model's
+        # vocabulary) happens here, not in a user's job.
+        SamplingOptions(
+            json_schema={"type": "object", "properties": {"ok": {"type": "boolean"}}},
         ),
     ]
 
@@ -258,6 +267,10 @@ class WorkerSettings(CommonSettings):
     # output of GET /v1/jobs/{id}) this often, in one Redis round trip for all of them. 0: never
     # (streams then carry only start and end).
     stream_interval_s: float = Field(0.05, ge=0)
+    # A job sent again after its worker died goes on from the output its stream kept (greedy
+    # jobs end with the same text as an uninterrupted run); false: it starts over
+    # (worker.host.runner).
+    resume: bool = True
 
     _model_name_empty_is_unset = field_validator("model", "model_name", mode="before")(
         _none_if_empty

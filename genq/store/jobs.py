@@ -46,7 +46,7 @@ from genq.store.coalesce import CoalescedScript
 
 _JSON_FIELDS = ("input", "output", "error", "metrics", "webhook_events_filter")
 _FLOAT_FIELDS = ("created_at", "started_at", "completed_at")
-_INT_FIELDS = ("attempts",)
+_INT_FIELDS = ("attempts", "resumed_at_token")
 
 
 def queued_counter(model: str | None) -> str:
@@ -223,6 +223,12 @@ class JobStore:
                 record.metrics.output_tokens = so_far[1]
         return record
 
+    async def run_so_far(self, job_id: str) -> streams.RunSoFar:
+        """The output of the job's current run as its stream has it (what a resumed run goes on
+        from)."""
+        entries = await self.redis.xrange(stream_key(job_id))
+        return streams.run_so_far(fields for _, fields in entries)
+
     async def transition(
         self,
         job_id: str,
@@ -311,10 +317,13 @@ class JobStore:
             WEBHOOK_SCHEDULE, {delivery.encode(): time.time() if at is None else at}
         )
 
-    async def claim(self, job_id: str, worker: str, started_at: float, lease_s: float) -> int:
+    async def claim(
+        self, job_id: str, worker: str, started_at: float, lease_s: float, resumed_at: int = 0
+    ) -> int:
         """Take a job to run: returns how many times it has been started, this time included.
-        Raises :class:`TransitionRefused` if it is not queued, nor processing with a lapsed
-        lease."""
+        ``resumed_at``: the output tokens of the run before that this one keeps (its stream's
+        ``start`` entry and the record's ``resumed_at_token`` say so). Raises
+        :class:`TransitionRefused` if it is not queued, nor processing with a lapsed lease."""
         with scripts.full_is_out_of_memory():
             claimed, value = await self._claim(
                 keys=[
@@ -324,7 +333,7 @@ class JobStore:
                     LAPSED_SET,
                     stream_key(job_id),
                 ],
-                args=[worker, started_at, int(lease_s * 1000), job_id, self.ttl_s],
+                args=[worker, started_at, int(lease_s * 1000), job_id, self.ttl_s, resumed_at],
             )
         if not int(claimed):
             raise TransitionRefused(job_id, value or None)

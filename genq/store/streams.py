@@ -4,10 +4,11 @@
 Three kinds of entry, written by three places:
 
 - ``start`` (genq.store.jobs's claim script): a worker started the job; ``attempt`` counts the
-  starts, so a second ``start`` means the job runs again after its worker died, and its text
-  restarts from nothing;
-- ``output`` (worker.host.streams): a text delta, ``index`` 0, 1, 2... within one start, and the
-  output tokens so far;
+  starts, so a second ``start`` means the job runs again after its worker died. Its text restarts
+  from nothing, unless ``resumed_at`` says how many output tokens the new run keeps: it goes on
+  from the text already in the stream (worker.host.runner), its deltas' indexes carrying on;
+- ``output`` (worker.host.streams): a text delta, ``index`` 0, 1, 2... within one run, the
+  output tokens so far, and the delta's token ids (what a resumed run continues from);
 - ``end`` (genq.store.jobs's terminal transition): the job reached ``status``; nothing follows.
 
 A reader needs no other source to follow a job: the same stream serves a client that connects
@@ -17,12 +18,13 @@ late (read from the beginning) and one that resumes (read after the last entry i
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
 class Start:
     attempt: int
+    resumed_at: int = 0  # output tokens kept from the run before (0: from nothing)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Output:
     index: int
     text: str
     output_tokens: int
+    token_ids: tuple[int, ...] = ()  # the delta's tokens (none in a run's last delta)
 
 
 @dataclass(frozen=True)
@@ -40,31 +43,65 @@ class End:
 Entry = Start | Output | End
 
 
-def output_fields(index: int, text: str, output_tokens: int) -> dict[str, str | int]:
+def encode_token_ids(token_ids: Iterable[int]) -> str:
+    return " ".join(map(str, token_ids))
+
+
+def output_fields(
+    index: int, text: str, output_tokens: int, token_ids: Iterable[int] = ()
+) -> dict[str, str | int]:
     """An ``output`` entry as written with XADD (short field names: one per delta)."""
-    return {"e": "out", "i": index, "t": text, "n": output_tokens}
+    return {"e": "out", "i": index, "t": text, "n": output_tokens, "k": encode_token_ids(token_ids)}
 
 
 def decode(fields: Mapping[str, str]) -> Entry:
     kind = fields["e"]
     if kind == "out":
-        return Output(int(fields["i"]), fields["t"], int(fields["n"]))
+        ids = fields.get("k") or ""
+        return Output(
+            int(fields["i"]), fields["t"], int(fields["n"]), tuple(int(t) for t in ids.split())
+        )
     if kind == "start":
-        return Start(int(fields["a"]))
+        return Start(int(fields["a"]), int(fields.get("r") or 0))
     if kind == "end":
         return End(fields["s"])
     raise ValueError(f"unknown stream entry {kind!r}")
 
 
-def partial(entries: Iterable[Mapping[str, str]]) -> tuple[str, int] | None:
-    """The text and output tokens of the latest start so far; None if it has no output yet."""
-    pieces: list[str] = []
-    tokens = 0
-    for fields in entries:
-        entry = decode(fields)
+@dataclass
+class RunSoFar:
+    """The output of a job's current run (with what it resumed from), as its stream has it."""
+
+    text: str = ""
+    output_tokens: int = 0
+    token_ids: list[int] = field(default_factory=list)
+    next_index: int = 0  # the index of the run's next delta
+    # Every delta carried its token ids: a run may go on from here token for token.
+    complete_ids: bool = True
+
+    def add(self, entry: Entry) -> None:
         if isinstance(entry, Start):
-            pieces, tokens = [], 0
+            if not entry.resumed_at:  # a run from nothing
+                self.text, self.output_tokens, self.token_ids = "", 0, []
+                self.next_index = 0
         elif isinstance(entry, Output):
-            pieces.append(entry.text)
-            tokens = entry.output_tokens
-    return ("".join(pieces), tokens) if pieces else None
+            if entry.index < self.next_index:
+                return  # sent twice: a flush the worker retried
+            self.text += entry.text
+            self.output_tokens = entry.output_tokens
+            self.token_ids += entry.token_ids
+            self.next_index = entry.index + 1
+        self.complete_ids = len(self.token_ids) == self.output_tokens
+
+
+def run_so_far(entries: Iterable[Mapping[str, str]]) -> RunSoFar:
+    run = RunSoFar()
+    for fields in entries:
+        run.add(decode(fields))
+    return run
+
+
+def partial(entries: Iterable[Mapping[str, str]]) -> tuple[str, int] | None:
+    """The text and output tokens of the current run so far; None if it has no output yet."""
+    run = run_so_far(entries)
+    return (run.text, run.output_tokens) if run.next_index else None

@@ -90,9 +90,11 @@ def test_streamed_text_completion(client, model, stack: Stack) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "reason"),
     [
-        ({"n": 2}, "n: only 1 choice"),
+        ({"n": 2, "stream": True}, "n: a streamed request has 1 choice"),
         ({"temperature": 5}, "temperature"),
-        ({"logprobs": True}, "logprobs"),
+        ({"logprobs": True, "stream": True}, "logprobs are not streamed"),
+        ({"response_format": {"type": "json_schema"}}, "a JSON Schema object is needed"),
+        ({"response_format": {"type": "yaml"}}, "response_format.type 'yaml'"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "text content"),
     ],
 )

@@ -230,9 +230,11 @@ def test_a_redis_restart_loses_no_accepted_job(stack: Stack, parked_api: ParkedA
     assert fresh.status_code == 200, fresh.text
 
 
-def test_a_worker_killed_mid_job_loses_nothing(stack: Stack) -> None:
+def test_a_worker_killed_mid_job_loses_nothing_and_its_job_resumes(stack: Stack) -> None:
     """kill -9 the worker (and its engine) mid-generation; a new worker comes up warm, finds the
-    job's lapsed lease, and runs it to the end: one record, two starts, never two at once."""
+    job's lapsed lease, and runs it to the end: one record, two starts, never two at once. The
+    second run goes on from the tokens the first left in the job's stream, and the greedy job's
+    text is the one an uninterrupted run of it gives."""
     job_id = _frozen_mid_job(stack, "Tell a long tale.", 400)
     first = httpx.get(f"{stack.api}/v1/jobs/{job_id}").json()
     os.killpg(stack.worker.pid, signal.SIGKILL)
@@ -249,6 +251,11 @@ def test_a_worker_killed_mid_job_loses_nothing(stack: Stack) -> None:
     assert job["metrics"]["output_tokens"] == 400
     assert ts(job["started_at"]) >= warm_at  # the second run began on the new, warm worker
     assert ts(job["completed_at"]) - warm_at < 120
+    assert 0 < job["resumed_at_token"] < 400, job
+    whole_id = _start_long_job(stack, "Tell a long tale.", 400)
+    whole = wait_for_job(stack.api, whole_id, timeout_s=150)
+    assert whole["attempts"] == 1 and whole["resumed_at_token"] is None
+    assert job["output"]["text"] == whole["output"]["text"]
 
 
 def test_a_dead_engine_hands_its_jobs_back_and_the_worker_exits(stack: Stack) -> None:

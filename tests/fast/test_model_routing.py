@@ -59,7 +59,12 @@ def submit(client: TestClient, model: str | None = None) -> str:
 
 
 def warm_worker(
-    client: redis.Redis, name: str, model: str, ready_at: float, jobs_per_s: float = 0.0
+    client: redis.Redis,
+    name: str,
+    model: str,
+    ready_at: float,
+    jobs_per_s: float = 0.0,
+    features: list[str] | None = None,
 ) -> None:
     """A stand-in for a worker's heartbeat: exactly what a warm worker of ``model`` writes
     (worker.host.runtime), with no worker behind it."""
@@ -73,6 +78,7 @@ def warm_worker(
         heartbeat_at=time.time(),
         jobs_running=3,
         jobs_per_s=jobs_per_s,
+        features=features or [],
     )
     client.set(worker_key(name), info.model_dump_json(), ex=60)
     client.sadd(WORKERS_SET, name)

@@ -17,8 +17,9 @@ from redis.asyncio import Redis
 from api.waiter import JobWaiter
 from genq.contract.constants import QUEUED_COUNT
 from genq.contract.schemas import JobCreate, JobInput, JobPayload, JobRecord, JobStatus
+from genq.store import streams
 from genq.store.jobs import JobStore, QueueFull, TransitionRefused
-from worker.host.engine import EngineStats, GenerationResult, InvalidInput, Progress
+from worker.host.engine import EngineStats, GenerationResult, InvalidInput, Progress, Resume
 from worker.host.metrics import WorkerMetrics
 from worker.host.runner import RunningJob, RunOptions, run_job
 
@@ -468,3 +469,88 @@ def test_engine_stats_set_the_engine_gauges() -> None:
     assert registry.get_sample_value("genq_engine_running_requests") == 1
     assert registry.get_sample_value("genq_engine_waiting_requests") == 0
     assert registry.get_sample_value("genq_kv_cache_usage_ratio") == 0.25  # kept when unknown
+
+
+class ResumingFakeEngine(FakeEngine):
+    """FAKE engine that records what each run was asked to go on from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resumed: list[Resume | None] = []
+
+    async def generate(
+        self,
+        request_id: str,
+        job: JobInput,
+        progress: Progress | None = None,
+        resume: Resume | None = None,
+    ) -> GenerationResult:
+        self.resumed.append(resume)
+        return await super().generate(request_id, job, progress)
+
+
+async def _lost_mid_job(store: JobStore, redis: Redis, job: JobCreate) -> JobPayload:
+    """A job whose first worker made 3 tokens (in two deltas, one of them sent twice) and died."""
+    created = time.time()
+    job_input = job.to_input()
+    await store.create(
+        JobRecord(id="job1", status=JobStatus.QUEUED, created_at=created, input=job_input)
+    )
+    await store.claim("job1", "dead", time.time(), lease_s=0.01)
+    key = "genq:job:job1:stream"
+    await redis.xadd(key, streams.output_fields(0, "Once", 1, [101]))
+    await redis.xadd(key, streams.output_fields(1, " upon a", 3, [102, 103]))
+    await redis.xadd(key, streams.output_fields(1, " upon a", 3, [102, 103]))
+    await asyncio.sleep(0.05)
+    return JobPayload(id="job1", input=job_input, created_at=created, resent=True)
+
+
+@pytest.mark.parametrize(
+    ("job", "resume", "expect"),
+    [
+        (JobCreate(prompt="hi", max_tokens=8), True, ("Once upon a", [101, 102, 103], 2)),
+        (JobCreate(prompt="hi", max_tokens=8), False, None),  # GENQ_RESUME=false
+        (JobCreate(prompt="hi", max_tokens=8, choice=["a", "b"]), True, None),
+        (JobCreate(prompt="hi", max_tokens=8, n=2), True, None),
+        (JobCreate(prompt="hi", max_tokens=8, logprobs=1), True, None),
+        (JobCreate(prompt="hi", max_tokens=3), True, None),  # nothing left to make
+    ],
+)
+def test_a_lost_job_resumes_from_its_stream_where_it_can(with_store, job, resume, expect) -> None:
+    async def scenario(store: JobStore, redis: Redis) -> None:
+        payload = await _lost_mid_job(store, redis, job)
+        engine = ResumingFakeEngine()
+        options = RunOptions("w2", resume=resume)
+        assert await run_job(payload, store, engine, options, claim_first=True) is (
+            JobStatus.SUCCEEDED
+        )
+        (asked,) = engine.resumed
+        record = await store.get("job1")
+        assert record.attempts == 2
+        entries = [streams.decode(f) for _, f in await redis.xrange("genq:job:job1:stream")]
+        (second_start,) = [e for e in entries if isinstance(e, streams.Start) and e.attempt == 2]
+        if expect is None:
+            assert asked is None and record.resumed_at_token is None
+            assert second_start.resumed_at == 0
+        else:
+            text, ids, next_index = expect
+            assert (asked.text, asked.token_ids, asked.next_index) == (text, ids, next_index)
+            assert record.resumed_at_token == len(ids) == second_start.resumed_at
+
+    with_store(scenario)
+
+
+def test_a_run_so_far_follows_resumes_and_resets_on_a_fresh_start() -> None:
+    run = streams.RunSoFar()
+    for entry in [
+        streams.Start(1),
+        streams.Output(0, "a", 1, (1,)),
+        streams.Start(2, resumed_at=1),
+        streams.Output(1, "b", 2, (2,)),
+    ]:
+        run.add(entry)
+    assert (run.text, run.token_ids, run.next_index, run.complete_ids) == ("ab", [1, 2], 2, True)
+    run.add(streams.Start(3))
+    assert (run.text, run.output_tokens, run.next_index) == ("", 0, 0)
+    run.add(streams.Output(0, "x", 1))  # a run's last delta carries no ids
+    assert not run.complete_ids

@@ -23,6 +23,11 @@ def test_prompt_job_resolves_every_sampling_default() -> None:
         "presence_penalty": 0.0,
         "frequency_penalty": 0.0,
         "repetition_penalty": 1.0,
+        "json_schema": None,
+        "regex": None,
+        "choice": None,
+        "logprobs": None,
+        "n": 1,
     }
 
 
@@ -81,3 +86,37 @@ def test_public_job_has_iso_times_and_its_url() -> None:
     assert public["created_at"] == "2023-11-14T22:13:20.250000Z"
     assert public["started_at"] is None
     assert public["urls"] == {"get": "http://h/v1/jobs/abc"}
+
+
+def test_a_prompt_is_a_chat_turn_unless_raw() -> None:
+    assert JobCreate(prompt="hi").to_input().raw is False
+    assert JobCreate(prompt="hi", raw=True).to_input().raw is True
+    with pytest.raises(ValidationError, match="raw applies to 'prompt' only"):
+        JobCreate(messages=[{"role": "user", "content": "hi"}], raw=True)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"json_schema": {"type": "object"}, "regex": "a+"}, "at most one of json_schema, regex"),
+        ({"regex": "(unclosed"}, "the regex does not compile"),
+        ({"choice": []}, "at least 1 item"),
+        ({"choice": ["yes", ""]}, "each choice must have 1 to"),
+        ({"json_schema": {"enum": ["x" * 70_000]}}, "larger than 65536 bytes"),
+        ({"n": 0}, "greater than or equal to 1"),
+        ({"n": 17}, "less than or equal to 16"),
+        ({"logprobs": 21}, "less than or equal to 20"),
+    ],
+)
+def test_structured_output_fields_are_checked(fields: dict, reason: str) -> None:
+    with pytest.raises(ValidationError, match=reason):
+        JobCreate(prompt="x", **fields)
+
+
+def test_the_output_carries_its_parsed_json_under_json() -> None:
+    from genq.contract.schemas import JobOutput
+
+    output = JobOutput.model_validate({"text": '{"a": 1}', "json": {"a": 1}})
+    assert output.json_value == {"a": 1}
+    assert output.model_dump()["json"] == {"a": 1}
+    assert '"json":{"a":1}' in output.model_dump_json()

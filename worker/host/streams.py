@@ -18,8 +18,8 @@ from redis.asyncio import Redis
 
 from genq.contract.constants import stream_key
 from genq.store.scripts import APPEND_OUTPUTS
-from genq.store.streams import Output
-from worker.host.engine import Progress
+from genq.store.streams import Output, encode_token_ids
+from worker.host.engine import Progress, Resume
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 class _Watched:
     progress: Progress
     sent_pieces: int = 0  # how many of progress.pieces are in the stream
+    sent_tokens: int = 0  # how many of progress.token_ids are
     index: int = 0  # the next output entry's index
 
 
@@ -43,8 +44,15 @@ class OutputStreams:
         self._jobs: dict[str, _Watched] = {}
         self._flush_lock = asyncio.Lock()
 
-    def watch(self, job_id: str, progress: Progress) -> None:
-        self._jobs[job_id] = _Watched(progress)
+    def watch(self, job_id: str, progress: Progress, resume: Resume | None = None) -> None:
+        """Publish the job's output from now on; a resumed run's starts after what its stream
+        has already (the first piece of its progress, the text it resumed from)."""
+        if resume is None:
+            self._jobs[job_id] = _Watched(progress)
+        else:
+            self._jobs[job_id] = _Watched(
+                progress, sent_pieces=1, sent_tokens=len(resume.token_ids), index=resume.next_index
+            )
 
     def forget(self, job_id: str) -> None:
         """Stop publishing the job without flushing (it is handed back, not ended)."""
@@ -80,19 +88,20 @@ class OutputStreams:
                 job = self._jobs.get(job_id)
                 if job is None:
                     continue
-                pieces = job.progress.pieces
-                upto = len(pieces)
+                pieces, token_ids = job.progress.pieces, job.progress.token_ids
+                upto, upto_tokens = len(pieces), len(token_ids)
                 text = "".join(pieces[job.sent_pieces : upto])
                 if not text:
                     continue
                 keys.append(stream_key(job_id))
-                args += [job.index, text, job.progress.output_tokens]
-                sent.append((job, upto))
+                ids = encode_token_ids(token_ids[job.sent_tokens : upto_tokens])
+                args += [job.index, text, job.progress.output_tokens, ids]
+                sent.append((job, upto, upto_tokens))
             if not sent:
                 return
             await self._append(keys=keys, args=args)
             # Only what Redis took counts as sent: a failed flush is sent again whole (a reader
             # skips a delta whose index it has seen: api.job_stream).
-            for job, upto in sent:
-                job.sent_pieces = upto
+            for job, upto, upto_tokens in sent:
+                job.sent_pieces, job.sent_tokens = upto, upto_tokens
                 job.index += 1

@@ -22,7 +22,13 @@ import itertools
 import time
 from dataclasses import dataclass
 
-from genq.contract.schemas import ChatMessage, JobInput, SamplingOptions, WarmupStepInfo
+from genq.contract.schemas import (
+    STRUCTURED_OUTPUT,
+    ChatMessage,
+    JobInput,
+    SamplingOptions,
+    WarmupStepInfo,
+)
 from genq.contract.settings import WarmupPolicy
 from worker.host.engine import GenerationResult
 from worker.host.runner import GeneratingEngine
@@ -47,10 +53,19 @@ def filler_prompt(tokens: int) -> str:
     return " ".join(itertools.islice(itertools.cycle(_WORDS), tokens))
 
 
-def plan(policy: WarmupPolicy, default_batch: int) -> list[WarmupStep]:
-    """The policy as steps of requests (empty when warm-up is switched off)."""
+def plan(
+    policy: WarmupPolicy, default_batch: int, features: list[str] | None = None
+) -> list[WarmupStep]:
+    """The policy as steps of requests (empty when warm-up is switched off). A sampling option
+    with structured output is left out where the engine lacks it (``features``, from
+    worker.host.engine.engine_features; None: it has everything)."""
     if not policy.enabled:
         return []
+    sampling = [
+        options
+        for options in policy.sampling
+        if features is None or not options.structure() or STRUCTURED_OUTPUT in features
+    ] or [SamplingOptions()]
 
     def job(tokens: int, sampling: SamplingOptions) -> JobInput:
         options = sampling.model_copy(
@@ -64,11 +79,10 @@ def plan(policy: WarmupPolicy, default_batch: int) -> list[WarmupStep]:
     greedy = SamplingOptions()
     steps = [WarmupStep(f"prompt_{n}", [job(n, greedy)]) for n in policy.prompt_tokens]
     steps += [
-        WarmupStep(f"sampling_{i}", [job(shortest, options)])
-        for i, options in enumerate(policy.sampling)
+        WarmupStep(f"sampling_{i}", [job(shortest, options)]) for i, options in enumerate(sampling)
     ]
     width = policy.batch or default_batch
-    mixed = itertools.islice(itertools.cycle(policy.sampling), width)
+    mixed = itertools.islice(itertools.cycle(sampling), width)
     steps.append(WarmupStep(f"batch_{width}", [job(shortest, options) for options in mixed]))
     return steps
 
