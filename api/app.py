@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -34,6 +35,7 @@ from api.routes import (
     workers,
 )
 from api.waiter import JobWaiter
+from genq.contract.logs import quiet_uvicorn
 from genq.contract.settings import ApiSettings, api_settings
 from genq.store.batches import BatchStore
 from genq.store.jobs import JobStore
@@ -81,8 +83,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or api_settings()
+    # uvicorn makes the app once it has set its loggers up: the probes' access lines go now.
+    quiet_uvicorn(settings.log_level)
     app = FastAPI(title="genq", version=genq.__version__, lifespan=lifespan)
     app.state.settings = settings
+    # Not a setting: what `genq up` gives the API it starts, for /readyz to say whose it is.
+    app.state.instance_token = os.environ.get(health.INSTANCE_TOKEN_ENV) or None
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetrics)  # added last: outermost, it sees BodySizeLimit's 413s
     install_error_handlers(app)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from typing import Any
 
 from celery import Celery, Task, signals
@@ -47,13 +48,17 @@ class WorkerEngine:
     def __init__(self) -> None:
         self._host: EngineHost | None = None
         self._start_error: BaseException | None = None
+        self._starting = False
 
     def start(self, name: str) -> None:
+        self._starting = True
         try:
             self._host = EngineHost.start(name, resend)
         except BaseException as exc:  # noqa: BLE001 - raised again by host(), in the pool
             log.error("worker start-up failed: %s", exc)
             self._start_error = exc
+        finally:
+            self._starting = False
 
     def host(self) -> EngineHost:
         if self._host is None:
@@ -63,6 +68,15 @@ class WorkerEngine:
     def shutting_down(self) -> None:
         if self._host is not None:
             self._host.shutting_down()
+        elif self._starting:
+            # Told to stop while the engine host builds and warms its engine, which nothing
+            # interrupts (minutes on a cold GPU): exit now, rather than be killed once the
+            # supervisor's grace is over. The engine host and vLLM's processes are in this
+            # process's group, which the supervisor (`genq up`, `genq worker --gpus`) kills once
+            # this process has exited; alone, the host exits when it finds this end gone.
+            log.info("stopped while the engine was starting")
+            logging.shutdown()
+            os._exit(0)
 
     def close(self) -> None:
         if self._host is not None:
@@ -78,8 +92,14 @@ engine = WorkerEngine()
 @app.task(name=TASK_GENERATE, bind=True, **RETRY_ON_REDIS_ERRORS)
 def generate(self: Task, payload: dict[str, Any]) -> dict[str, str]:
     """validate -> run on the shared engine -> persist (all in the engine host, which has the
-    job already unless it came with an ETA: see :func:`_forward`)."""
-    return engine.host().execute(payload, _redelivered(self.request.delivery_info))
+    job already unless it came with an ETA: see :func:`_forward`). Logs one line per job, in
+    place of Celery's two (held back: genq.contract.logs)."""
+    started = time.perf_counter()
+    result = engine.host().execute(payload, _redelivered(self.request.delivery_info))
+    # From the task's start: the job runs since its message came, a moment before (_forward).
+    ms = (time.perf_counter() - started) * 1000
+    log.info("job %s %s in %.0f ms", result["id"], result["status"], ms)
+    return result
 
 
 def _redelivered(delivery_info: dict[str, Any] | None) -> bool:

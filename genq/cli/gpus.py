@@ -9,8 +9,8 @@ stopping it reaches vLLM's engine-core processes too.
 A child that was up for ``RESTART_AFTER_S`` and then exits (a worker exits 70 when its engine
 dies) is restarted. One that exits sooner failed to start (bad model or config, no such GPU):
 restarting it would only loop, so the others are stopped and the supervisor exits with its code,
-for the orchestrator to see. SIGTERM or SIGINT drains every child (SIGTERM to each group, the
-workers' grace, then SIGKILL) and exits 0.
+for the orchestrator to see. SIGTERM or SIGINT drains every child (SIGTERM to each child, which
+stops its own processes in order; the workers' grace; then SIGKILL to each group) and exits 0.
 
 The starting, watching and stopping are genq.cli.supervisor's, as for `genq up`. Stdlib and
 genq.contract.settings only: no torch, vLLM or Celery here, so the supervisor starts at once.

@@ -7,7 +7,14 @@ SIGKILL. A child that exits is restarted, after ``restart_delay_s``, if it was u
 ``restart_after_s``; one that exits sooner fails the whole: ``supervise`` returns it, for the
 caller to say so and stop everything. ``ALWAYS`` (0) restarts whatever the uptime, ``NEVER``
 (infinity) never restarts. SIGTERM or SIGINT raises ``Stop``; stopping sends SIGTERM to each
-group, waits up to the grace for all, then SIGKILLs whatever is left of each group.
+child, waits up to the grace for all, then SIGKILLs whatever is left of each group.
+
+SIGTERM goes to the child alone, not to its group: the child stops its own children, in the
+order they need. A worker shuts its engine down through vLLM, which stops its engine core in its
+own order; a SIGTERM to the whole group reached the engine core first, which then ended under the
+engine still reading from it, and vLLM logged that as the engine's death (``EngineDeadError``,
+with its traceback). SIGKILL, once the child has exited or the grace is over, goes to the whole
+group: nothing of it is left behind.
 
 Stdlib only: no torch, vLLM, Celery or Redis client here, so the supervisor starts at once.
 """
@@ -83,6 +90,11 @@ class Child:
         if self.process is None or self.restart_at is not None:
             return None
         return self.process.poll()
+
+    def signal(self, sig: int) -> None:
+        """``sig`` to the child alone; to nothing once it has exited."""
+        if self.process is not None:
+            self.process.send_signal(sig)
 
     def signal_group(self, sig: int) -> None:
         if self.process is not None:
@@ -187,12 +199,13 @@ class Supervisor:
                 on_poll()
 
     def stop_all(self) -> None:
-        """SIGTERM to each group (workers drain), up to the grace for all, then SIGKILL to
-        whatever is left of each group (an engine core that outlived its parent)."""
+        """SIGTERM to each child (workers drain, then stop their engines), up to the grace for
+        all, then SIGKILL to whatever is left of each group (an engine core that outlived its
+        parent)."""
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut it short
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         for child in self.children:
-            child.signal_group(signal.SIGTERM)
+            child.signal(signal.SIGTERM)
         deadline = time.monotonic() + self.grace_s
         for child in self.children:
             if not child.wait(max(0.0, deadline - time.monotonic())):

@@ -2,23 +2,31 @@
 
 Starts Redis (embedded, unless ``REDIS_URL`` is set, with a password kept under the data dir), one
 worker, the webhooks process, the API and Flower, each as a child process in its own process group
-(genq.cli.supervisor); prints the URLs, then "ready" once ``/readyz`` says so. Before anything
-starts, every port it will listen on must be free: a taken one ends it with exit code 2 and the
-variable to change. A worker or webhooks process that dies is restarted. Without
-``GENQ_WEBHOOK_SECRET``, the webhook signing secret is made once under the data dir and printed;
-without ``GENQ_FLOWER_BASIC_AUTH``, so is a Flower login, so that its dashboard and its API both
-answer (Flower's API refuses every request where no login is set). SIGINT or SIGTERM stops every
-process it started (the engine's own children included) and the embedded Redis, leaving no process
-and no port behind.
+(genq.cli.supervisor); prints the URLs, then "ready" once its own API's ``/readyz`` says so: the
+API gets a fresh instance token and ``/readyz`` answers with it (api.routes.health), so that no
+other program on the port passes for it. Before anything starts, every port it will listen on must
+be free: a taken one ends it with exit code 2 and the variable to change. A worker or webhooks
+process that dies is restarted. Without ``GENQ_WEBHOOK_SECRET``, the webhook signing secret is
+made once under the data dir and printed; without ``GENQ_FLOWER_BASIC_AUTH``, so is a Flower
+login, so that its dashboard and its API both answer (Flower's API refuses every request where no
+login is set). SIGINT or SIGTERM stops every process it started (the engine's own children
+included) and the embedded Redis, leaving no process and no port behind, and says "genq: stopped"
+last.
+
+Until "ready" it prints its URLs, the worker's start-up one phase a line, and warnings: the
+children log at ``GENQ_LOG_LEVEL`` (INFO), where the libraries' chatter is held back
+(genq.contract.logs), and its own polling logs nothing. ``GENQ_LOG_LEVEL=debug`` shows it all.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import sys
 import time
+from typing import Any
 
 import httpx
 
@@ -36,6 +44,9 @@ ROLES = ("api", "worker", "webhooks", "flower")
 # Restarted however soon they exit; the API or Flower exiting stops everything (exit 1).
 RESTARTED_ROLES = ("worker", "webhooks")
 FLOWER_LOGIN_FILE = "flower_login"
+# As api.routes.health names them (the CLI does not import the API).
+INSTANCE_TOKEN_ENV = "GENQ_INSTANCE_TOKEN"
+INSTANCE_HEADER = "X-Genq-Instance"
 
 
 def taken_port(settings: UpSettings) -> str | None:
@@ -77,7 +88,16 @@ def run(settings: UpSettings) -> int:
             redis = EmbeddedRedis(
                 settings.data_dir, password=password, maxmemory=settings.redis_maxmemory
             )
-            redis.start()  # known before it starts: a signal meanwhile still stops it
+            # Ctrl-C reaches the terminal's whole foreground process group, and Redis, a plain
+            # child, is in it: it would shut down at once, under the children still draining into
+            # it (a worker withdrawing itself, the API's last writes). Started with SIGINT
+            # blocked, a mask it inherits and keeps, it is stopped by this process, last
+            # (SIGTERM, in the finally below). A Ctrl-C meanwhile waits, then stops everything.
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                redis.start()  # known before it starts: a signal meanwhile still stops it
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             env["REDIS_URL"] = redis.url
             print(
                 f"genq: embedded Redis at {redis.public_url} (AOF in {redis.dir}; "
@@ -108,6 +128,8 @@ def run(settings: UpSettings) -> int:
             flower_login = f"  (login in {path})"
             if created:
                 print(f"genq: Flower login (new; kept in {path}): {login}", flush=True)
+        token = secrets.token_urlsafe(16)
+        env[INSTANCE_TOKEN_ENV] = token  # the API's /readyz answers with it
         for role in ROLES:
             argv = [sys.executable, "-m", "genq.cli.main", role]
             supervisor.start(Child(role, argv, env, ALWAYS if role in RESTARTED_ROLES else NEVER))
@@ -118,7 +140,7 @@ def run(settings: UpSettings) -> int:
         print(
             "genq: the worker is loading and warming its model; Ctrl-C stops everything", flush=True
         )
-        ready = _Ready(api_url)
+        ready = _Ready(api_url, token)
         failed = supervisor.supervise(ready.restarted, ready.poll)
         print(f"genq: {failed.child.name} exited ({failed.code}); stopping", flush=True)
         return 1
@@ -132,12 +154,8 @@ def run(settings: UpSettings) -> int:
         print("genq: stopped", flush=True)
 
 
-def _print_start_up(api_url: str) -> None:
+def _print_start_up(workers: list[dict[str, Any]]) -> None:
     """One line per warm worker: its time to ready and the phases that weigh."""
-    try:
-        workers = httpx.get(f"{api_url}/v1/workers", timeout=2.0).json()["workers"]
-    except (httpx.HTTPError, ValueError, KeyError):
-        return
     for worker in workers:
         s = worker["startup_s"]
         print(
@@ -148,28 +166,36 @@ def _print_start_up(api_url: str) -> None:
         )
 
 
-def _is_ready(api_url: str, since: float) -> bool:
-    """``/readyz`` says yes and a worker became warm after ``since``: a worker killed without a
-    goodbye stays listed until its heartbeat key expires, and must not count for its successor."""
+def ready_workers(api_url: str, token: str, since: float) -> list[dict[str, Any]] | None:
+    """None until the stack is ready; then the workers warm since ``since`` (none listed where
+    API keys are on: /v1/workers wants a key, and /readyz is all there is to tell).
+
+    Ready: ``/readyz`` says yes with ``token`` (api.routes.health), so the answer is from the API
+    this process started, not from another program on its port; and a worker became warm after
+    ``since``: a worker killed without a goodbye stays listed until its heartbeat key expires, and
+    must not count for its successor."""
     try:
-        if httpx.get(f"{api_url}/readyz", timeout=1.0).status_code != 200:
-            return False
+        answer = httpx.get(f"{api_url}/readyz", timeout=1.0)
+        if answer.status_code != 200 or answer.headers.get(INSTANCE_HEADER) != token:
+            return None
         listed = httpx.get(f"{api_url}/v1/workers", timeout=1.0)
-        if listed.status_code == 401:  # API keys are on: /readyz is all it can tell
-            return True
+        if listed.status_code == 401:
+            return []
         workers = listed.json()["workers"]
     except (httpx.HTTPError, ValueError, KeyError):
-        return False
-    return any(w["ready_at"] >= since for w in workers)
+        return None
+    fresh = [w for w in workers if w["ready_at"] >= since]
+    return fresh or None
 
 
 class _Ready:
     """Prints "ready" once the stack is, and again each time a restarted worker is."""
 
-    def __init__(self, api_url: str) -> None:
+    def __init__(self, api_url: str, token: str) -> None:
         self.api_url = api_url
+        self.token = token
         self.ready = False
-        self.since = 0.0  # a worker warm since then counts as ready (see _is_ready)
+        self.since = 0.0  # a worker warm since then counts as ready (see ready_workers)
 
     def restarted(self, child: Child, code: int, _up_s: float) -> None:
         print(f"genq: {child.name} exited ({code}); restart #{child.restarts}", flush=True)
@@ -177,10 +203,13 @@ class _Ready:
             self.ready, self.since = False, time.time()
 
     def poll(self) -> None:
-        if self.ready or not _is_ready(self.api_url, self.since):
+        if self.ready:
+            return
+        workers = ready_workers(self.api_url, self.token, self.since)
+        if workers is None:
             return
         self.ready = True
-        _print_start_up(self.api_url)
+        _print_start_up(workers)
         print(
             f"genq: ready. Try:\n  curl -X POST {self.api_url}/generate "
             "-H 'Content-Type: application/json' "

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import os
 import uuid
+import warnings
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import SecurityWarning
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from genq.contract.constants import TASK_GENERATE
+from genq.contract.logs import verbose
 from genq.contract.schemas import JobPayload
 from genq.contract.settings import CommonSettings
 
@@ -68,10 +73,19 @@ def run_celery(app: Celery, args: list[str]) -> int:
 
 
 def run_worker(app: Celery, hostname: str, queue: str, log_level: str) -> int:
-    """Run a Celery worker of ``app`` on ``queue`` in this process; returns its exit code."""
+    """Run a Celery worker of ``app`` on ``queue`` in this process; returns its exit code.
+    Celery's banner (its configuration, ~20 lines per process) only at ``GENQ_LOG_LEVEL=debug``:
+    ``genq up`` prints what a user needs itself."""
+    if not verbose(log_level) and hasattr(os, "geteuid") and os.geteuid() == 0:
+        # Celery's seven-line warning about running as root, in one line.
+        warnings.filterwarnings("ignore", category=SecurityWarning)
+        logging.getLogger(__name__).warning(
+            "running as root: Celery advises a user of its own (GENQ_LOG_LEVEL=debug: its words)"
+        )
     return run_celery(
         app,
         [
+            *([] if verbose(log_level) else ["--quiet"]),
             "worker",
             f"--hostname={hostname}",
             f"--queues={queue}",

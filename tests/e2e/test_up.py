@@ -18,7 +18,7 @@ import pytest
 
 from genq.store.embedded import free_port
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]  # two cold starts on 2 shared cores
 
 
 def _port_is_free(port: int) -> bool:

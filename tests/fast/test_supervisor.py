@@ -1,5 +1,6 @@
 """The one supervisor behind `genq up` and `genq worker --gpus` (genq/cli/supervisor.py), on
-small shell children: its restart rules, its stop of every process group, its signals.
+small shell children: its restart rules, its stop of each child then of every process group, its
+signals.
 
 `genq worker --gpus` runs it as a real process in tests/fast/test_worker_gpus.py (a restart after
 an engine died, a failed start, the children's death with their parent); `genq up` in
@@ -127,6 +128,33 @@ def test_stop_all_stops_each_group_and_kills_what_ignores_sigterm(
     assert "stubborn did not stop in 1 s; killing it" in caplog.text
     assert "worker did not stop" not in caplog.text
     assert _gone(grandchild)
+
+
+def test_sigterm_goes_to_the_child_which_stops_its_own_children_in_order(tmp_path: Path) -> None:
+    """As a worker stops its engine through vLLM, which then stops the engine core: SIGTERM to
+    the whole group reached the engine core first, and the engine logged its death."""
+    supervisor = Supervisor(grace_s=5.0, poll_s=0.05, restart_delay_s=0.1)
+    log, up = tmp_path / "log", tmp_path / "up"
+    # The grandchild ("engine core") notes any SIGTERM, and ends when its parent says so (USR1).
+    grandchild = (
+        f"trap 'echo grandchild-term >> {log}' TERM; "
+        f"trap 'echo grandchild-told >> {log}; exit 0' USR1; "
+        f"touch {up}; while :; do sleep 0.05; done"
+    )
+    parent = _sh(
+        "worker",
+        f'sh -c "{grandchild}" & core=$!; '
+        f"trap 'echo parent-term >> {log}; kill -USR1 $core; wait $core; exit 0' TERM; "
+        "while :; do sleep 0.05; done",
+    )
+    supervisor.start(parent)
+    deadline = time.monotonic() + 5.0
+    while not up.exists():
+        assert time.monotonic() < deadline, "the grandchild never started"
+        time.sleep(0.05)
+    supervisor.stop_all()
+    assert log.read_text().split() == ["parent-term", "grandchild-told"]
+    assert parent.process is not None and parent.process.returncode == 0
 
 
 def test_a_signal_stops_the_watch_and_a_second_one_is_ignored() -> None:

@@ -7,6 +7,11 @@ writes the few start-up lines (:class:`StartupLines`) to a small file, in every 
 :func:`phases` reads them back. A user's own ``VLLM_LOGGING_CONFIG_PATH`` is left alone (then no
 vLLM phases are reported). Only the standard library here: vLLM's processes import this module
 through the logging config.
+
+The console shows vLLM's lines from ``VLLM_LOGGING_LEVEL`` up (INFO unless set), and at any level
+the lines that end a start-up phase with its duration (:class:`Console`): with
+:func:`quiet_console` (the engine host, below genq's DEBUG), a start-up reads as its warnings and
+one line per phase ("Loading weights took 1.49 seconds", "init engine (...) took 5.44 s").
 """
 
 from __future__ import annotations
@@ -49,6 +54,37 @@ class StartupLines(logging.Filter):
         return any(p.search(message) for p in PATTERNS.values())
 
 
+class Console(logging.Filter):
+    """Passes vLLM's lines from ``level`` up, and those that end a start-up phase with its
+    duration (:data:`DURATIONS`) whatever their level."""
+
+    def __init__(self, level: str = "INFO") -> None:
+        super().__init__()
+        self.level = _level(level)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= self.level:
+            return True
+        message = record.getMessage()
+        return any(p.search(message) for p in DURATIONS.values())
+
+
+def _level(name: str) -> int:
+    level = logging.getLevelName(name.upper())
+    return level if isinstance(level, int) else logging.INFO
+
+
+def quiet_console(verbose: bool) -> None:
+    """Unless ``verbose`` or set already, ``VLLM_LOGGING_LEVEL=ERROR`` for this process and the
+    vLLM processes it starts: on the console, vLLM's errors and its start-up phases (one line
+    each, :class:`Console`), not the dozens of INFO lines of its start-up and shutdown, nor the
+    warnings that restate the options genq chose on purpose (eager mode and whole prompts on a
+    CPU, its own scheduler class). Before :func:`capture`; ``GENQ_LOG_LEVEL=debug`` (``verbose``)
+    shows them all, ``VLLM_LOGGING_LEVEL=WARNING`` the warnings."""
+    if not verbose:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+
+
 def capture() -> Path | None:
     """Set up the capture; returns the file the start-up lines go to (None: not captured)."""
     if os.environ.get("VLLM_LOGGING_CONFIG_PATH") or os.environ.get(
@@ -58,6 +94,8 @@ def capture() -> Path | None:
     folder = Path(tempfile.mkdtemp(prefix="genq-vllm-log-"))
     lines = folder / "startup.log"
     level = os.environ.get("VLLM_LOGGING_LEVEL", "INFO").upper()
+    # What reaches the handlers: the console's level, and INFO at most (the start-up lines).
+    least = logging.getLevelName(min(_level(level), logging.INFO))
     config = {
         "version": 1,
         "disable_existing_loggers": False,
@@ -68,13 +106,18 @@ def capture() -> Path | None:
             },
             "timed": {"format": "%(created).3f %(message)s"},
         },
-        "filters": {"startup": {"()": f"{__name__}.StartupLines"}},
+        "filters": {
+            "startup": {"()": f"{__name__}.StartupLines"},
+            "console": {"()": f"{__name__}.Console", "level": level},
+        },
         "handlers": {
-            # What vLLM's default config does: its lines on stdout (or VLLM_LOGGING_STREAM).
+            # What vLLM's default config does: its lines on stdout (or VLLM_LOGGING_STREAM), from
+            # VLLM_LOGGING_LEVEL up; and, here, the ends of its start-up phases.
             "vllm": {
                 "class": "logging.StreamHandler",
                 "formatter": "vllm",
-                "level": level,
+                "level": least,
+                "filters": ["console"],
                 "stream": os.environ.get("VLLM_LOGGING_STREAM", "ext://sys.stdout"),
             },
             "startup": {
@@ -85,7 +128,7 @@ def capture() -> Path | None:
                 "level": "INFO",
             },
         },
-        "loggers": {"vllm": {"handlers": ["vllm", "startup"], "level": "INFO", "propagate": False}},
+        "loggers": {"vllm": {"handlers": ["vllm", "startup"], "level": least, "propagate": False}},
     }
     path = folder / "logging.json"
     path.write_text(json.dumps(config))
