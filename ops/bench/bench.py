@@ -1,4 +1,4 @@
-"""genq beside the engine's own limit, `vllm serve` and the seed's one-at-a-time pattern: one
+"""genq beside the engine's own limit, `vllm serve` and one blocking request at a time: one
 run, one machine, same model, same prompts, same engine options.
 
     .venv/bin/python ops/bench/bench.py --out docs/bench/cpu.json     # the CPU table (~8 min)
@@ -195,6 +195,24 @@ def levels_for(args: argparse.Namespace) -> dict[str, list[int]]:
     return levels
 
 
+def paced_levels(
+    levels: dict[str, list[int]], args: argparse.Namespace
+) -> list[tuple[str, int, float]]:
+    """The HTTP systems' levels: (workload, concurrency, think ms), each level once per
+    ``--think-ms`` value."""
+    thinks = [float(t) for t in args.think_ms.split(",")]
+    return [(name, c, think) for name, cs in levels.items() for c in cs for think in thinks]
+
+
+def paced(think_ms: float) -> dict:
+    """What a run records of its think time (nothing without one: results read as before)."""
+    return {"think_ms": think_ms} if think_ms else {}
+
+
+def apart(think_ms: float) -> str:
+    return f", {think_ms:g} ms apart" if think_ms else ""
+
+
 def subset(jobs: list[dict], c: int, args: argparse.Namespace) -> list[dict]:
     """The jobs run at concurrency ``c``: ``--jobs-per-slot`` per request slot (so every level
     reaches a steady state and ends with a short tail), at least ``--seed-requests``."""
@@ -216,13 +234,19 @@ def main() -> None:
     p.add_argument("--mix-max-output", type=int, default=512)
     p.add_argument("--worker-concurrency", type=int, default=64, help="= the engine's max_num_seqs")
     p.add_argument("--seed-requests", type=int, default=8)
-    p.add_argument("--seed-curls", type=int, default=21, help="the seed's curl, first and after")
+    p.add_argument("--seed-curls", type=int, default=21, help="the original brief's curl")
     p.add_argument("--jobs-per-slot", type=int, default=4, help="jobs run at c: c x this")
     p.add_argument(
         "--ramp-s",
         type=float,
         default=0.0,
         help="HTTP systems: the first c requests go out evenly over this many seconds, not at once",
+    )
+    p.add_argument(
+        "--think-ms",
+        default="0",
+        help="HTTP systems: each client's idle time after an answer, before its next request, in "
+        "ms; a list (0,20) runs every level once per value, on the same server",
     )
     p.add_argument(
         "--profile-worker", metavar="PY_SPY", help="py-spy binary: profile the busiest level"
@@ -286,20 +310,22 @@ def main() -> None:
             try:
                 server.wait_ready()
                 result[key] = []
-                for name, cs in levels.items():
-                    for c in cs:
-                        print(f"{key}: {name} at concurrency {c} ...", flush=True)
-                        roots = {"client": os.getpid(), "vllm_serve": server.proc.pid}
-                        with HostWatch(roots) as watch:
-                            run = loadgen.run_openai(
-                                server.url,
-                                "bench",
-                                subset(jobs[name], c, args),
-                                c,
-                                stream,
-                                ramp_s=args.ramp_s,
-                            )
-                        result[key].append({"workload": name, **run, "host": watch.summary()})
+                for name, c, think in paced_levels(levels, args):
+                    print(f"{key}: {name} at concurrency {c}{apart(think)} ...", flush=True)
+                    roots = {"client": os.getpid(), "vllm_serve": server.proc.pid}
+                    with HostWatch(roots) as watch:
+                        run = loadgen.run_openai(
+                            server.url,
+                            "bench",
+                            subset(jobs[name], c, args),
+                            c,
+                            stream,
+                            ramp_s=args.ramp_s,
+                            think_s=think / 1000,
+                        )
+                    result[key].append(
+                        {"workload": name, **run, **paced(think), "host": watch.summary()}
+                    )
             finally:
                 server.stop()
             save()
@@ -327,61 +353,68 @@ def run_genq_stack(
         if "genq_openai" in systems:
             (model,) = [m["id"] for m in httpx.get(f"{stack.url}/v1/models").json()["data"]]
             result["genq_openai"] = []
-            for name, cs in levels.items():
-                for c in cs:
-                    print(f"genq_openai: {name} at concurrency {c} ...", flush=True)
-                    run = loadgen.run_openai(
-                        stack.url, model, subset(jobs[name], c, args), c, True, ramp_s=args.ramp_s
-                    )
-                    result["genq_openai"].append({"workload": name, **run})
+            for name, c, think in paced_levels(levels, args):
+                print(f"genq_openai: {name} at concurrency {c}{apart(think)} ...", flush=True)
+                run = loadgen.run_openai(
+                    stack.url,
+                    model,
+                    subset(jobs[name], c, args),
+                    c,
+                    True,
+                    ramp_s=args.ramp_s,
+                    think_s=think / 1000,
+                )
+                result["genq_openai"].append({"workload": name, **run, **paced(think)})
         if "genq" not in systems:
             return
         result["genq"] = []
-        for name, cs in levels.items():
-            for c in cs:
-                print(f"genq: {name} at concurrency {c} ...", flush=True)
-                profiler = None
-                if args.profile_worker and name == "fixed" and c == max(cs):
-                    # py-spy on the worker while it runs the busiest level (raw folded stacks)
-                    out = (args.logs or work) / f"worker-profile-c{c}.txt"
-                    profiler = subprocess.Popen(
-                        [
-                            args.profile_worker,
-                            "record",
-                            "-p",
-                            str(stack.procs[1].pid),
-                            "-r",
-                            "97",
-                            "-d",
-                            "60",
-                            "--threads",
-                            "--nonblocking",
-                            "-f",
-                            "raw",
-                            "-o",
-                            str(out),
-                        ],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.STDOUT,
-                    )
-                with stack.watch() as watch:
-                    run = loadgen.run_genq(
-                        stack.url,
-                        subset(jobs[name], c, args),
-                        c,
-                        loaded=watch.stop,
-                        ramp_s=args.ramp_s,
-                    )
-                if profiler:
-                    profiler.send_signal(signal.SIGINT)
-                    profiler.wait(30)
-                result["genq"].append({"workload": name, **run, "host": watch.summary()})
+        for name, c, think in paced_levels(levels, args):
+            print(f"genq: {name} at concurrency {c}{apart(think)} ...", flush=True)
+            profiler = None
+            if args.profile_worker and name == "fixed" and c == max(levels[name]) and not think:
+                # py-spy on the worker while it runs the busiest level (raw folded stacks)
+                out = (args.logs or work) / f"worker-profile-c{c}.txt"
+                profiler = subprocess.Popen(
+                    [
+                        args.profile_worker,
+                        "record",
+                        "-p",
+                        str(stack.procs[1].pid),
+                        "-r",
+                        "97",
+                        "-d",
+                        "60",
+                        "--threads",
+                        "--nonblocking",
+                        "-f",
+                        "raw",
+                        "-o",
+                        str(out),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.STDOUT,
+                )
+            with stack.watch() as watch:
+                run = loadgen.run_genq(
+                    stack.url,
+                    subset(jobs[name], c, args),
+                    c,
+                    loaded=watch.stop,
+                    ramp_s=args.ramp_s,
+                    think_s=think / 1000,
+                )
+            if profiler:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait(30)
+            result["genq"].append(
+                {"workload": name, **run, **paced(think), "host": watch.summary()}
+            )
     finally:
         stack.stop()
 
 
 def seed_curl(url: str, n: int) -> list[float]:
-    """The seed's request after warm-up: the first one, then the others."""
+    """The original brief's request after warm-up: the first one, then the others."""
     times = []
     for _ in range(n):
         t1 = time.perf_counter()

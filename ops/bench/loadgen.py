@@ -122,8 +122,16 @@ def run_genq(
 
 
 def run_openai(
-    url: str, model: str, jobs: list[dict], concurrency: int, stream: bool, ramp_s: float = 0.0
+    url: str,
+    model: str,
+    jobs: list[dict],
+    concurrency: int,
+    stream: bool,
+    ramp_s: float = 0.0,
+    think_s: float = 0.0,
 ) -> dict:
+    """``think_s``, ``ramp_s``: see ``_closed_loop``."""
+
     async def send(session: aiohttp.ClientSession, job: dict) -> dict:
         if not stream:
             return await send_plain(session, job)
@@ -177,7 +185,7 @@ def run_openai(
             "prompt_tokens": usage["prompt_tokens"],
         }
 
-    results, wall = asyncio.run(_closed_loop(jobs, concurrency, send, ramp_s=ramp_s))
+    results, wall = asyncio.run(_closed_loop(jobs, concurrency, send, think_s, ramp_s))
     return {
         "concurrency": concurrency,
         "jobs": len(jobs),

@@ -1,6 +1,7 @@
 """Tables from a benchmark result (the JSON ops/bench/bench.py writes).
 
-.venv/bin/python ops/bench/report.py docs/bench/cpu.json     # prints the tables again
+.venv/bin/python ops/bench/report.py x.json     # prints the tables again (docs/bench/ keeps
+                                                 # summaries, with their tables inside)
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
+
+
+def apart(run: dict) -> str:
+    """A run with think time between a client's requests (bench.py --think-ms) says so."""
+    return f", {run['think_ms']:g} ms apart" if run.get("think_ms") else ""
 
 
 def _ms(values: list[float] | None, qs: tuple[int, ...], scale: float = 1000) -> str:
@@ -80,7 +86,8 @@ def workload_table(result: dict[str, Any], workload: str) -> str:
                 vs_engine = f"{tps(r) / tps(anchor):.2f}" if anchor else "-"
                 queue = f"{pct(r['queue_ms'], 50):.0f}" if r.get("queue_ms") else "-"
                 lines.append(
-                    f"| {name} | {c} | {r['jobs']} | {tps(r):.0f} | {ratio(tps(r), limit_tps)} "
+                    f"| {name}{apart(r)} | {c} | {r['jobs']} | {tps(r):.0f} "
+                    f"| {ratio(tps(r), limit_tps)} "
                     f"| {vs_engine} | {r['jobs'] / r['seconds']:.2f} "
                     f"| {_ms(r['latency_s'], (50, 95, 99))} | {_ms(r['ttft_s'], (50, 95))} "
                     f"| {queue} | {_ms(r.get('overhead_ms'), (50, 99), 1)} |"
@@ -180,7 +187,7 @@ def steady_table(result: dict[str, Any]) -> str:
             wave = wave_period_s(r, batch) if batch and r["workload"] == "fixed" else None
             joined = admissions(r)
             lines.append(
-                f"| {r['workload']} | {name} | {r['concurrency']} | {tps(r):.0f} "
+                f"| {r['workload']} | {name}{apart(r)} | {r['concurrency']} | {tps(r):.0f} "
                 f"| {ratio(tps(r), limit_tps)} | {steady[0]:.0f} ({steady[1]:.1f}) "
                 f"| {ratio(steady[0], limit_tps)} | {'-' if wave is None else f'{wave:.2f}'} "
                 f"| {'-' if joined is None else f'{joined[0]:.1f} ({joined[1]}/{joined[2]})'} |"
@@ -217,7 +224,7 @@ def genq_server_table(result: dict[str, Any]) -> str:
         limit_tps = limit_of(result, r["workload"])
         server_tps = r["output_tokens"] / r["server_seconds"]
         lines.append(
-            f"| {r['workload']} | {r['concurrency']} | {server_tps:.0f} "
+            f"| {r['workload']} | {r['concurrency']}{apart(r)} | {server_tps:.0f} "
             f"| {ratio(server_tps, limit_tps)} | {_ms(r['send_to_accept_ms'], (50, 99), 1)} "
             f"| {_ms(r['stored_to_client_ms'], (50, 99), 1)} | {burst_way_in(r)} |"
         )
@@ -254,7 +261,9 @@ def host_lines(result: dict[str, Any]) -> list[str]:
     for system in ("genq", "vllm_serve", "vllm_serve_plain"):
         for run in result.get(system) or []:
             if line := describe_host(run.get("host") or {}):
-                lines.append(f"- {system}, {run['workload']} at {run['concurrency']}: {line}")
+                lines.append(
+                    f"- {system}, {run['workload']} at {run['concurrency']}{apart(run)}: {line}"
+                )
     return ["", "CPU (cores) by process while each level ran:", *lines] if lines else []
 
 
