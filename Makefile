@@ -92,7 +92,8 @@ lint: install
 	# The layers' import contracts (.importlinter): which package may import which.
 	$(BIN)/lint-imports
 
-# The benchmark (docs/benchmarks.md): genq beside the engine, `vllm serve` and the seed's pattern,
+# The benchmark (docs/performance.md): genq beside the engine, `vllm serve` and one blocking request
+# at a time (the plain FastAPI endpoint over `LLM.generate` that genq replaces),
 # then its plots; and the API's own ceiling (needs wrk: apt-get install wrk).
 bench: model
 	# The bench extra, at the lock's versions.

@@ -6,9 +6,9 @@ a turn, so each event went to Redis in a publish of its own. Here the first even
 for a flush ``EVENT_FLUSH_S`` later, and the events buffered by then go in one publish (Celery
 sends a batch as one ``task.multi`` message; Flower reads it as the events it holds). A burst of
 jobs reaches the engine faster: on 2 cores Celery's consumer took 1,149-1,218 messages a second
-where the stock one took 789-916 (ops/bench/consumer_gil.py; docs/benchmarks.md, "A burst
-gathered"). Events reach Flower up to ``EVENT_FLUSH_S`` later. Selected with the
-``worker_consumer`` setting (worker.celery_app).
+where the stock one took 789-916 (ops/bench/consumer_gil.py; docs/performance.md, "Celery's
+consumer sends task events in batches"). Events reach Flower up to ``EVENT_FLUSH_S`` later.
+Selected with the ``worker_consumer`` setting (worker.celery_app).
 """
 
 from __future__ import annotations

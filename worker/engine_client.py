@@ -6,8 +6,9 @@ vLLM's ``AsyncLLM`` and everything that runs beside it on the engine's event loo
 (:class:`worker.host.runtime.WorkerRuntime`: claims, the engine, result writes, output streams,
 cancels, the heartbeat and the janitor). Why two: at saturation the engine's loop keeps its
 process's GIL busy with vLLM's outputs, and a Celery consumer in that process took jobs in at a
-fraction of its pace, so the engine's batch ran short (measured: docs/benchmarks.md, "Two
-processes per worker"). They talk over a Unix socket, in the messages of worker.protocol.
+fraction of its pace, so the engine's batch ran short (measured: docs/performance.md, "The
+engine runs in a process of its own"). They talk over a Unix socket, in the messages of
+worker.protocol.
 
 Lifecycle, driven by worker.celery_app, which owns the one :class:`EngineHost` of the worker:
 
@@ -142,7 +143,8 @@ class EngineHost:
         """Start a job on the host's engine now, from Celery's consumer thread, as its message
         arrives; its task thread takes the reply with :meth:`execute`. A task thread wakes up to
         a millisecond after the consumer hands it a job: this takes that hand-off off the job's
-        path (measured: docs/benchmarks.md, "Forwarded as the message arrives")."""
+        path (measured: docs/performance.md, "A job's path: fewer round trips, forwarded as its
+        message arrives")."""
         seq = next(self._seq)
         future = self._send(seq, Run(seq, payload, redelivered))
         with self._forwarded_lock:

@@ -1,4 +1,5 @@
-"""The seed's synchronous ``POST /generate``: enqueue a job, wait for it, answer with the text."""
+"""The synchronous ``POST /generate`` of the plain FastAPI endpoint genq replaces, kept as it was:
+enqueue a job, wait for it, answer with the text."""
 
 from __future__ import annotations
 

@@ -4,9 +4,9 @@ Why: a burst of requests in one asyncio process (an API process taking 500 ``POS
 once) interleaves every request's steps. Each request's own Redis call waited for a connection
 (the pool opened one per caller, hundreds), then behind every other request's parsing, so the
 first job of a burst reached its queue little sooner than the last, and a worker's engine got
-the burst as a trickle (docs/benchmarks.md, "A burst's way to the queue"). Here a call joins
-the batch that is waiting to go; while one batch is on the wire the next one gathers, so a burst
-goes out in a few pipelines on one connection, in the order the calls came.
+the burst as a trickle (docs/performance.md, "A burst's creates go to Redis together"). Here a
+call joins the batch that is waiting to go; while one batch is on the wire the next one gathers,
+so a burst goes out in a few pipelines on one connection, in the order the calls came.
 
 Each call still gets its own result or its own error, and a call canceled before its batch left
 is dropped from it (as a single command canceled before it was sent never runs).

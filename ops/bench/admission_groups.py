@@ -1,5 +1,5 @@
 """How many groups a staggered burst enters the engine's batch in, with admission in waves and
-without (worker/host/scheduler.py; docs/benchmarks.md, "Admission in waves"). One engine, here:
+without (worker/host/scheduler.py; docs/performance.md, "Admission in waves"). One engine, here:
 
     .venv/bin/python ops/bench/admission_groups.py --wave 4   # then --wave 0: vLLM's scheduler
 

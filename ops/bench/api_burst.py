@@ -1,6 +1,6 @@
 """How fast a burst of synchronous requests reaches the queue: N ``POST /generate`` sent at once
 into a fresh API with no worker attached, and a reader that takes each job's message off the
-queue the moment it lands (docs/benchmarks.md, "A burst's way to the queue").
+queue the moment it lands (docs/performance.md, "A burst's creates go to Redis together").
 
     .venv/bin/python ops/bench/api_burst.py [--jobs 1024] [--api-workers 2] [--rounds 3]
 

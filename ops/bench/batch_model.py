@@ -16,7 +16,7 @@ vLLM's, with three ways in:
 
 A step costs ``--decode-ms``; a step that admits new jobs costs ``--mixed-ms`` more (piecewise
 CUDA graphs, new requests in the model runner) plus ``--prefill-ms`` per job admitted. The
-defaults are an 8B-shaped model on an H200 at 256 x 256 tokens (docs/benchmarks.md: a wave of
+defaults are an 8B-shaped model on an H200 at 256 x 256 tokens (docs/performance.md: a wave of
 2.56 s, genq without waves 9-12% slower per wave at 15-28 admissions a wave). It prints tok/s,
 the ratios, and how many groups a wave is admitted in over four waves mid-run.
 """

@@ -22,7 +22,8 @@ one for genq's; a ``*_cold`` run empties its folder first.
 The probe: a job queued before the worker starts (how soon after ready it is consumed, and how
 long it runs), then shape by shape the first job of that shape after ready vs the median of the
 next ones, each alone through ``POST /generate`` (client latency): a short chat, a long prompt,
-top-p, top-k with seed and penalties, and ``--batch`` jobs at once. Every request has text of its
+top-p, top-k with seed and penalties, a JSON Schema job (structured output; each request's schema
+its own, so no compiled grammar is reused), and ``--batch`` jobs at once. Every request has text of its
 own, so no prefix cache makes a repeat cheaper than the first.
 """
 
@@ -78,13 +79,26 @@ def shapes(args: argparse.Namespace) -> dict[str, tuple[dict, int]]:
             },
             n,
         ),
+        # Not forced to length: past the schema's end the grammar allows no more text.
+        "json_schema": (
+            {"prompt": QUESTION, "json_schema": "SCHEMA", "max_tokens": args.max_tokens},
+            n,
+        ),
     }
 
 
 def body_for(template: dict, i: int, args: argparse.Namespace) -> dict:
     prompt = template["prompt"]
     text = long_prompt(i, args.long_words) if prompt == "LONG" else prompt.format(i=i)
-    return {**template, "prompt": text}
+    body = {**template, "prompt": text}
+    if body.get("json_schema") == "SCHEMA":
+        field = f"answer_{i}"
+        body["json_schema"] = {
+            "type": "object",
+            "properties": {field: {"type": "string", "maxLength": 40}},
+            "required": [field],
+        }
+    return body
 
 
 # -- the bare engine, in a child process ----------------------------------------------------------

@@ -1,6 +1,6 @@
 """Where vLLM's engine core spent its time, and how often new jobs joined its batch: the two
-readings that explain genq's gap to `vllm serve` at saturation (docs/benchmarks.md, "Session 9's
-runs read again").
+readings that explain genq's gap to `vllm serve` at saturation (docs/performance.md, "At
+fixed-length saturation the gap was mixed steps, not genq's per-job cost").
 
     python3 ops/bench/engine_core.py profiles A-core-profile.txt.gz B-core-profile.txt.gz ...
     python3 ops/bench/engine_core.py admissions A.json B.json ...

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The 2-GPU run of ops/bench/scaleout.py (docs/benchmarks.md, "Scaling out"). Needs vLLM 0.22 and
-# genq's deps on PYTHONPATH (../shared/gpu/GPU.md) and MODEL_DIR (default .device/model: the
-# Llama-3-8B-shaped config with load_format=dummy). A device call has 10 minutes, so in parts;
-# each adds its cases to $KEEP/scaleout.json:
+# The 2-GPU run of ops/bench/scaleout.py (docs/performance.md, "GPU: two H200s of one host,
+# scaling out"). Needs vLLM 0.22 and genq's deps on PYTHONPATH (../shared/gpu/GPU.md) and
+# MODEL_DIR (default .device/model: the Llama-3-8B-shaped config with load_format=dummy). A
+# device call has 10 minutes, so in parts; each adds its cases to $KEEP/scaleout.json:
 #   CASES=one,two    bash ops/bench/gpu-scaleout.sh
 #   CASES=models,tp2 bash ops/bench/gpu-scaleout.sh
 #   CASES=one,two,models ROUNDS=2 bash ops/bench/gpu-scaleout.sh   # interleaved repeats

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The GPU run of ops/bench/bench.py (see docs/benchmarks.md). Needs vLLM 0.22 + genq's deps on
-# PYTHONPATH (../shared/gpu/GPU.md) and a model directory: MODEL_DIR (default .device/model: a
-# Llama-3-8B-shaped config with the SmolLM2 tokenizer; load_format=dummy makes up the weights:
-# real compute, random tokens, so every output length is forced).
+# The GPU run of ops/bench/bench.py (docs/performance.md, "GPU: one H200, concurrency sweep").
+# Needs vLLM 0.22 + genq's deps on PYTHONPATH (../shared/gpu/GPU.md) and a model directory:
+# MODEL_DIR (default .device/model: a Llama-3-8B-shaped config with the SmolLM2 tokenizer;
+# load_format=dummy makes up the weights: real compute, random tokens, so every output length is
+# forced).
 #   SYSTEMS=limit,engine,genq  bash ops/bench/gpu.sh    # a part of it (a device call has 10 min)
 #   SYSTEMS=vllm_serve         bash ops/bench/gpu.sh    # the rest, added to the same result
 KEEP=${KEEP:-/root/genq-bench}

@@ -17,7 +17,7 @@ Two ways to send them, both printed: back to back (the next job sent as the answ
 it meets the previous job's last bookkeeping: Celery's acknowledgement and events, the API's
 clean-up), and with ``--think-ms`` of idle time between jobs (each job meets an idle stack: low
 load as a user sees it). The first ``--skip`` jobs of each are left out (the first of a fresh
-stack pay one-time costs: cold-start.md measures those). Issue #4's target: overhead p50 <= 5 ms.
+stack pay one-time costs: cold-start.md measures those). The target: overhead p50 <= 5 ms.
 
 ``--hold-cpu-latency-us N`` measures both ways again while this process holds Linux's PM QoS
 request (``/dev/cpu_dma_latency``, root only): no core sleeps in an idle state that takes longer

@@ -6,7 +6,7 @@
   concurrency of the fixed workload.
 
     .venv/bin/pip install '.[bench]'     # matplotlib
-    .venv/bin/python ops/bench/plot.py docs/bench/cpu.json docs/bench/gpu-h200.json --out docs/img
+    .venv/bin/python ops/bench/plot.py cpu.json gpu-h200.json --out docs/img   # raw results
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ def ts(value: str) -> float:
 
 
 def test_the_seeds_curl_answers_paris(stack: Stack) -> None:
-    # Byte for byte the seed's request: curl -X POST .../generate -H "Content-Type:
+    # Byte for byte the original brief's request: curl -X POST .../generate -H "Content-Type:
     # application/json" -d '{"prompt": "What is the capital of France?"}'
     response = httpx.post(
         f"{stack.api}/generate",

@@ -1,5 +1,5 @@
 """ops/bench/batch_model.py, small: the model runs genq's real admission rules on its own clock,
-and reads as the GPU measured (docs/benchmarks.md, "A burst gathered")."""
+and reads as the GPU measured (docs/performance.md, "A burst into an empty batch is gathered")."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Admission in waves (worker/host/scheduler.py), on a fake scheduler base: when a backlog is held
 back and when it is let in. test_engine_scheduler_vllm.py runs it on the installed vLLM's own
 scheduler classes, tests/e2e/test_admission.py on the real CPU engine; its effect on throughput
-is measured on a GPU (docs/benchmarks.md, "Admission in waves")."""
+is measured on a GPU (docs/performance.md, "Admission in waves")."""
 
 from __future__ import annotations
 

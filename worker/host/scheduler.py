@@ -11,8 +11,8 @@ with fixed-length jobs the stagger never ends, and ~10 times a second a step pre
 prompts beside the running decodes. Such a mixed step runs piecewise CUDA graphs (attention in
 Python between them) where a decode-only step replays one full graph, and each brings new
 requests into the model runner's state: on an H200 genq's engine core spent 9-12% more time per
-wave of 256 than ``vllm serve``'s, whose burst arrives in one step (docs/benchmarks.md, "Full
-CUDA graphs tried, and refuted").
+wave of 256 than ``vllm serve``'s, whose burst arrives in one step (docs/performance.md, "At
+fixed-length saturation the gap was mixed steps, not genq's per-job cost").
 
 The rule, checked before each scheduling round: while requests wait for room in a running batch
 and fewer than ``wave`` slots are free, hold them for at most ``hold_steps`` rounds, so that
@@ -22,7 +22,7 @@ wave instead of many small ones. It never holds below saturation: not when the b
 not when the backlog fits the free slots anyway, not when ``wave`` slots are free. ``wave`` comes
 from genq's ``GENQ_ADMISSION_WAVE`` through vLLM's ``additional_config``; 0 or 1 turns it off.
 Measured on two H200s: genq 0.90-0.955x the offline limit with it, 0.88x without on the same
-machine (docs/benchmarks.md, "Admission in waves").
+machine (docs/performance.md, "Admission in waves").
 
 A second rule gathers a burst into a batch that refills from (nearly) empty: the opening burst of
 a run, or a closed loop whose batch ended all at once. While fewer than ``wave`` requests run,
@@ -33,8 +33,9 @@ without it the burst enters a few requests a step and stays staggered to the run
 empty batch is never held (a lone job starts at once), nor a batch of ``wave`` running or more;
 once ``gather_ms`` has run out, nothing more is gathered until the burst pauses or a wave runs. ``gather_ms`` comes
 from ``GENQ_ADMISSION_GATHER_MS``; 0 turns this rule off. Measured on an H200: one admission a
-wave with it (2.8 a second without), genq 1.027x ``vllm serve`` on that lease (docs/benchmarks.md,
-"A burst gathered"); ops/bench/batch_model.py models it.
+wave with it (2.8 a second without), genq 1.027x ``vllm serve`` on the same machine
+(docs/performance.md, "A burst into an empty batch is gathered"); ops/bench/batch_model.py
+models it.
 
 What it touches in vLLM's scheduler is private and changes between releases (:data:`ATTRIBUTES`,
 :data:`CAPS`). :func:`missing` reads the installed vLLM's source for each of them; the worker
