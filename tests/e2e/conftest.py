@@ -105,6 +105,20 @@ def another_api(
         stop_role(api)
 
 
+def kill_up(up: subprocess.Popen) -> None:
+    """After a failed run of `genq up`: each role has a process group of its own, so every
+    process under it is killed one by one, then its own group."""
+    import psutil  # noqa: PLC0415 - the few tests that start `genq up` need it
+
+    for child in psutil.Process(up.pid).children(recursive=True):
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    os.killpg(up.pid, signal.SIGKILL)
+    up.wait()
+
+
 def stop_role(process: subprocess.Popen[bytes]) -> None:
     try:
         os.killpg(process.pid, signal.SIGTERM)

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from genq.store.embedded import free_port
+from tests.e2e.conftest import kill_up
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]  # two cold starts on 2 shared cores
 
@@ -149,14 +150,7 @@ def test_up_serves_restarts_a_dead_worker_and_ctrl_c_leaves_nothing_behind(tmp_p
         assert up.wait(60) == 0
     finally:
         if up.poll() is None:
-            # A failed run: each role has a process group of its own, so kill them one by one.
-            for child in psutil.Process(up.pid).children(recursive=True):
-                try:
-                    child.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait()
+            kill_up(up)
         reader.join(10)  # EOF once every process that shared the pipe has exited
         up.stdout.close()
 

@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from genq.store.embedded import free_port
+from tests.e2e.conftest import kill_up
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]  # a cold start on 2 shared cores
 
@@ -102,13 +103,7 @@ def test_up_starts_quietly_and_a_ctrl_c_stops_it_cleanly(tmp_path: Path) -> None
         assert up.wait(STOP_TIMEOUT_S) == 0
     finally:
         if up.poll() is None:
-            for child in psutil.Process(up.pid).children(recursive=True):
-                try:
-                    child.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait()
+            kill_up(up)
         reader.join(10)  # EOF once every process that shared the pipe has exited
         up.stdout.close()
     while not lines.empty():
