@@ -32,7 +32,13 @@ class Output:
     index: int
     text: str
     output_tokens: int
-    token_ids: tuple[int, ...] = ()  # the delta's tokens (none in a run's last delta)
+    # The delta's token ids as written, space-separated (none in a run's last delta): parsed only
+    # where a run goes on from them (token_ids), not for every reader of the stream.
+    ids: str = ""
+
+    @property
+    def token_ids(self) -> list[int]:
+        return [int(t) for t in self.ids.split()]
 
 
 @dataclass(frozen=True)
@@ -57,10 +63,7 @@ def output_fields(
 def decode(fields: Mapping[str, str]) -> Entry:
     kind = fields["e"]
     if kind == "out":
-        ids = fields.get("k") or ""
-        return Output(
-            int(fields["i"]), fields["t"], int(fields["n"]), tuple(int(t) for t in ids.split())
-        )
+        return Output(int(fields["i"]), fields["t"], int(fields["n"]), fields.get("k") or "")
     if kind == "start":
         return Start(int(fields["a"]), int(fields.get("r") or 0))
     if kind == "end":
@@ -74,24 +77,29 @@ class RunSoFar:
 
     text: str = ""
     output_tokens: int = 0
-    token_ids: list[int] = field(default_factory=list)
     next_index: int = 0  # the index of the run's next delta
-    # Every delta carried its token ids: a run may go on from here token for token.
-    complete_ids: bool = True
+    ids: list[str] = field(default_factory=list)  # each delta's, as written
 
     def add(self, entry: Entry) -> None:
         if isinstance(entry, Start):
             if not entry.resumed_at:  # a run from nothing
-                self.text, self.output_tokens, self.token_ids = "", 0, []
-                self.next_index = 0
+                self.text, self.output_tokens, self.next_index, self.ids = "", 0, 0, []
         elif isinstance(entry, Output):
             if entry.index < self.next_index:
                 return  # sent twice: a flush the worker retried
             self.text += entry.text
             self.output_tokens = entry.output_tokens
-            self.token_ids += entry.token_ids
             self.next_index = entry.index + 1
-        self.complete_ids = len(self.token_ids) == self.output_tokens
+            self.ids.append(entry.ids)
+
+    @property
+    def token_ids(self) -> list[int]:
+        return [int(t) for ids in self.ids for t in ids.split()]
+
+    @property
+    def complete_ids(self) -> bool:
+        """Every delta carried its token ids: a run may go on from here token for token."""
+        return len(self.token_ids) == self.output_tokens
 
 
 def run_so_far(entries: Iterable[Mapping[str, str]]) -> RunSoFar:

@@ -544,9 +544,9 @@ def test_a_run_so_far_follows_resumes_and_resets_on_a_fresh_start() -> None:
     run = streams.RunSoFar()
     for entry in [
         streams.Start(1),
-        streams.Output(0, "a", 1, (1,)),
+        streams.Output(0, "a", 1, "1"),
         streams.Start(2, resumed_at=1),
-        streams.Output(1, "b", 2, (2,)),
+        streams.Output(1, "b", 2, "2"),
     ]:
         run.add(entry)
     assert (run.text, run.token_ids, run.next_index, run.complete_ids) == ("ab", [1, 2], 2, True)

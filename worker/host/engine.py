@@ -47,11 +47,6 @@ class EngineFailed(Exception):
     """The engine is dead; the worker must stop."""
 
 
-class UnsupportedFeature(InvalidInput):
-    """The job asks for something this vLLM build cannot do (structured output on a build
-    without it)."""
-
-
 @dataclass
 class Resume:
     """What a run goes on from: the output a lost run of the same job had made (its text and
@@ -301,7 +296,7 @@ def structured_outputs(options: SamplingOptions) -> dict[str, Any]:
     except ImportError:
         from vllm import __version__  # noqa: PLC0415
 
-        raise UnsupportedFeature(
+        raise InvalidInput(
             f"structured output ({', '.join(options.structure())}) is not available in this "
             f"worker's vLLM {__version__}"
         ) from None
