@@ -11,9 +11,12 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import queue
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -103,6 +106,43 @@ def another_api(
         yield url, api
     finally:
         stop_role(api)
+
+
+class UpOutput:
+    """What a `genq up` started with its stdout piped prints, read line by line as it comes (a
+    thread of its own), for a test to wait on and to read back."""
+
+    def __init__(self, up: subprocess.Popen) -> None:
+        assert up.stdout is not None
+        self.up = up
+        self.seen: list[str] = []
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(
+            target=lambda: [self._lines.put(line) for line in up.stdout], daemon=True
+        )
+        self._reader.start()
+
+    def read_until(self, pattern: str, timeout_s: float) -> re.Match[str]:
+        """The first line after those seen that matches ``pattern`` (a regular expression);
+        fails if `genq up` exits or ``timeout_s`` passes first."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                line = self._lines.get(timeout=1)
+            except queue.Empty:
+                assert self.up.poll() is None, "genq up exited:\n" + "".join(self.seen)
+                continue
+            self.seen.append(line)
+            if found := re.search(pattern, line):
+                return found
+        raise AssertionError(f"no {pattern!r} in {timeout_s} s:\n" + "".join(self.seen[-60:]))
+
+    def close(self) -> None:
+        """Once `genq up` has exited: the rest of what it printed joins ``seen``."""
+        self._reader.join(10)  # EOF once every process that shared the pipe has exited
+        self.up.stdout.close()
+        while not self._lines.empty():
+            self.seen.append(self._lines.get())
 
 
 def kill_up(up: subprocess.Popen) -> None:

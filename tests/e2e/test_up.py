@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import psutil
 import pytest
 
 from genq.store.embedded import free_port
-from tests.e2e.conftest import kill_up
+from tests.e2e.conftest import UpOutput, kill_up
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]  # two cold starts on 2 shared cores
 
@@ -67,23 +65,8 @@ def test_up_serves_restarts_a_dead_worker_and_ctrl_c_leaves_nothing_behind(tmp_p
         text=True,
         start_new_session=True,
     )
-    lines: queue.Queue[str] = queue.Queue()
-    seen: list[str] = []
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in up.stdout], daemon=True)
-    reader.start()
-
-    def read_until(fragment: str, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=1)
-            except queue.Empty:
-                assert up.poll() is None, "genq up exited:\n" + "".join(seen)
-                continue
-            seen.append(line)
-            if fragment in line:
-                return
-        raise AssertionError(f"no {fragment!r} in {timeout_s} s:\n" + "".join(seen[-50:]))
+    out = UpOutput(up)
+    seen, read_until = out.seen, out.read_until
 
     try:
         read_until("genq: ready", 300)
@@ -151,8 +134,7 @@ def test_up_serves_restarts_a_dead_worker_and_ctrl_c_leaves_nothing_behind(tmp_p
     finally:
         if up.poll() is None:
             kill_up(up)
-        reader.join(10)  # EOF once every process that shared the pipe has exited
-        up.stdout.close()
+        out.close()
 
     gone, alive = psutil.wait_procs(started, timeout=10)
     assert alive == [], f"left running: {[(p.pid, p.name()) for p in alive]}"

@@ -7,13 +7,10 @@ list)."""
 from __future__ import annotations
 
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -21,7 +18,7 @@ import psutil
 import pytest
 
 from genq.store.embedded import free_port
-from tests.e2e.conftest import kill_up
+from tests.e2e.conftest import UpOutput, kill_up
 
 pytestmark = [pytest.mark.engine, pytest.mark.timeout(900)]  # a cold start on 2 shared cores
 
@@ -53,24 +50,8 @@ def test_up_starts_quietly_and_a_ctrl_c_stops_it_cleanly(tmp_path: Path) -> None
         text=True,
         start_new_session=True,  # its own process group, as a terminal's foreground job
     )
-    assert up.stdout is not None
-    lines: queue.Queue[str] = queue.Queue()
-    seen: list[str] = []
-    reader = threading.Thread(target=lambda: [lines.put(line) for line in up.stdout], daemon=True)
-    reader.start()
-
-    def read_until(pattern: str, timeout_s: float) -> re.Match[str]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                line = lines.get(timeout=1)
-            except queue.Empty:
-                assert up.poll() is None, "genq up exited:\n" + "".join(seen)
-                continue
-            seen.append(line)
-            if found := re.search(pattern, line):
-                return found
-        raise AssertionError(f"no {pattern!r} in {timeout_s} s:\n" + "".join(seen[-60:]))
+    out = UpOutput(up)
+    seen, read_until = out.seen, out.read_until
 
     started: list[psutil.Process] = []
     try:
@@ -104,10 +85,7 @@ def test_up_starts_quietly_and_a_ctrl_c_stops_it_cleanly(tmp_path: Path) -> None
     finally:
         if up.poll() is None:
             kill_up(up)
-        reader.join(10)  # EOF once every process that shared the pipe has exited
-        up.stdout.close()
-    while not lines.empty():
-        seen.append(lines.get())
+        out.close()
     after = "".join(seen[mark:])
     for word in ALARMING:
         assert word not in after, after

@@ -1,11 +1,11 @@
 """Every tracked file must read to someone outside the team: no words only the team knows.
 
-The team's work periods ("session 12"), its tracker's numbers ("issue #4"), its name for the
-original product brief ("the seed") and its rented GPU machines ("two H200 leases") tell a reader
-of the code or the docs nothing. Say what is meant instead: the requirement, the reason, or the
-number and the page that shows it (docs/performance.md). genq's own leases, a worker's claim on
-a running job (``genq:jobs:leases``, ``lease_s``, "its lease lapsed"), are product words: they
-do not match. File names are checked too (``docs/bench/cpu-session10.json``).
+Four kinds of word tell a reader of the code or the docs nothing: a numbered period of the
+team's work, a number from its tracker, its nickname for the original product brief, and a count
+of the GPU machines it rented for a measurement. Say what is meant instead: the requirement, the
+reason, or the number and the page that shows it (docs/performance.md). genq's own leases, a
+worker's claim on a running job (``genq:jobs:leases``, ``lease_s``, "its lease lapsed"), are
+product words: they do not match. File names are checked too.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ TEAM_WORDS = re.compile(
     "|".join(
         (
             r"\bsessions? \d+",  # a period of the team's work
-            r"\bsession-?\d+",  # the same in names: cpu-session10.json
+            r"\bsession-?\d+",  # the same in a file name
             r"\bissue #?\d+",  # a tracker's number
-            r"\bthe seed\b",  # the original product brief
+            r"\bthe\sseed\b",  # the original product brief
             # A rented GPU machine, never a job's lease (LEASES_SET, renew_leases, "its lease"):
             r"\b(H100|H200|GPU|device)\b[^\n]{0,40}\bleases?\b",
             r"\bleases?\b[^\n]{0,20}\b(H100|H200|GPU)\b",
             r"\b(that|this|another|earlier|different|first|second|third|one|two|three|\d+) leases?\b",
-            r"\blease (?-i:[A-Z])\b",  # "lease B"
+            r"\blease (?-i:[A-Z])\b",  # a machine named by a capital letter
         )
     ),
     re.IGNORECASE,
